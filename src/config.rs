@@ -1,0 +1,720 @@
+//! Configuration: `ferryman.toml` → [`FileConfig`] (serde, every struct `deny_unknown_fields`) →
+//! [`Config`] (runtime types: `SocketAddr`, `Duration`, `IpNet`, URLs checked).
+//!
+//! Every error starts with the dotted key it is about (`dns.listne: unknown key`), so a typo or a bad
+//! value fails at start-up and names what to fix. `ferryman check-config` prints the effective
+//! [`Config`]; secrets (passwords, tokens) are serialised as `"<redacted>"`.
+//!
+//! Imports nothing else from the crate.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A configuration error; the message starts with the dotted key (or the file path).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key}: {msg}")]
+    Invalid { key: String, msg: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, msg: impl fmt::Display) -> Self {
+        ConfigError::Invalid {
+            key: key.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+}
+
+// === File layer ===
+
+/// The TOML file as written. Missing keys take their defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub discovery: FileDiscovery,
+    pub dns: FileDns,
+    pub l4: FileL4,
+    pub l7: FileL7,
+    pub admin: FileAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileDiscovery {
+    pub source: String,
+    pub file: String,
+    pub marathon: Vec<String>,
+    pub mesos: Vec<String>,
+    pub poll_interval: String,
+    pub resync_after: String,
+    pub state_file: String,
+    pub username: String,
+    pub password: String,
+    pub token: String,
+    pub connect_timeout: String,
+    pub request_timeout: String,
+}
+
+impl Default for FileDiscovery {
+    fn default() -> Self {
+        FileDiscovery {
+            source: "file".into(),
+            file: "config/apps.json".into(),
+            marathon: vec!["http://127.0.0.1:8080".into()],
+            mesos: vec!["http://127.0.0.1:5050".into()],
+            poll_interval: "5s".into(),
+            resync_after: "5m".into(),
+            state_file: String::new(),
+            username: String::new(),
+            password: String::new(),
+            token: String::new(),
+            connect_timeout: "2s".into(),
+            request_timeout: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileDns {
+    pub listen: String,
+    pub domain: String,
+    pub ttl: u32,
+    pub resolvers: Vec<String>,
+    pub ip_sources: Vec<String>,
+    pub enforce_rfc952: bool,
+}
+
+impl Default for FileDns {
+    fn default() -> Self {
+        FileDns {
+            listen: "127.0.0.1:8053".into(),
+            domain: "mesos".into(),
+            ttl: 60,
+            resolvers: Vec::new(),
+            ip_sources: vec!["netinfo".into(), "mesos".into(), "host".into()],
+            enforce_rfc952: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileL4 {
+    pub mode: String,
+    pub vip_range: String,
+    pub vip_range6: String,
+    pub link: String,
+    pub cgroup: String,
+    pub bpf_pin_dir: String,
+    pub bind: String,
+}
+
+impl Default for FileL4 {
+    fn default() -> Self {
+        FileL4 {
+            mode: "auto".into(),
+            vip_range: "11.0.0.0/8".into(),
+            vip_range6: "fd01:c::/64".into(),
+            link: "ferryman0".into(),
+            cgroup: String::new(),
+            bpf_pin_dir: "/sys/fs/bpf/ferryman".into(),
+            bind: "127.0.0.1".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileL7 {
+    pub group: String,
+    pub http: String,
+    pub https: String,
+}
+
+impl Default for FileL7 {
+    fn default() -> Self {
+        FileL7 {
+            group: "external".into(),
+            http: "127.0.0.1:10080".into(),
+            https: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: String,
+}
+
+impl Default for FileAdmin {
+    fn default() -> Self {
+        FileAdmin {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+// === Runtime layer ===
+
+/// The validated configuration every subsystem reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub discovery: DiscoveryConfig,
+    pub dns: DnsConfig,
+    pub l4: L4Config,
+    pub l7: L7Config,
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    File,
+    Marathon,
+    Mesos,
+}
+
+/// A secret from the config: shown as `"<redacted>"` when printed or serialised.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"<redacted>\"")
+        }
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiscoveryConfig {
+    pub source: SourceKind,
+    pub file: PathBuf,
+    pub marathon: Vec<String>,
+    pub mesos: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub resync_after: Duration,
+    /// `None` = off.
+    pub state_file: Option<PathBuf>,
+    pub username: String,
+    pub password: Secret,
+    /// DC/OS service token, sent as `Authorization: token=<token>`.
+    pub token: Secret,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpSource {
+    Netinfo,
+    Mesos,
+    Docker,
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsConfig {
+    pub listen: SocketAddr,
+    pub domain: String,
+    pub ttl: u32,
+    pub resolvers: Vec<SocketAddr>,
+    pub ip_sources: Vec<IpSource>,
+    pub enforce_rfc952: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Mode {
+    Auto,
+    Ebpf,
+    Userspace,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct L4Config {
+    pub mode: L4Mode,
+    pub vip_range: Ipv4Net,
+    pub vip_range6: Ipv6Net,
+    /// `None` = no VIP addresses on the host (so no VIP listeners).
+    pub link: Option<String>,
+    pub cgroup: Option<PathBuf>,
+    pub bpf_pin_dir: PathBuf,
+    pub bind: IpAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct L7Config {
+    pub group: String,
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// `humantime` formatting for `Duration` fields of the printed config.
+mod humantime_serde {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error("(file)", &e))?;
+        let file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            toml_error(&path, &inner)
+        })?;
+        Config::try_from(file)
+    }
+
+    /// The effective config as TOML, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+/// Turns a serde/TOML error at `path` (which for an unknown field already ends in that field)
+/// into a key-named error: `unknown field `x`` becomes `path: unknown key`.
+fn toml_error(path: &str, e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().trim().to_string();
+    if let Some(rest) = msg.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let key = if path.is_empty() || path == "." {
+            field.to_string()
+        } else {
+            path.to_string()
+        };
+        let expected = expected.trim_start_matches(',').trim();
+        return ConfigError::invalid(&key, format!("unknown key ({expected})"));
+    }
+    let key = if path.is_empty() || path == "." {
+        "(file)"
+    } else {
+        path
+    };
+    let at = e
+        .span()
+        .map(|s| format!(" (at byte {})", s.start))
+        .unwrap_or_default();
+    ConfigError::invalid(key, format!("{msg}{at}"))
+}
+
+fn duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(v.trim())
+        .map_err(|e| ConfigError::invalid(key, format!("bad duration {v:?}: {e}")))?;
+    if d.is_zero() {
+        return Err(ConfigError::invalid(
+            key,
+            "duration must be greater than zero",
+        ));
+    }
+    Ok(d)
+}
+
+fn socket_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|e| ConfigError::invalid(key, format!("bad address {v:?} (want IP:PORT): {e}")))
+}
+
+fn opt_socket_addr(key: &str, v: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if v.trim().is_empty() {
+        Ok(None)
+    } else {
+        socket_addr(key, v).map(Some)
+    }
+}
+
+fn urls(key: &str, list: &[String]) -> Result<Vec<String>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let u = u.trim().trim_end_matches('/');
+            let uri: http::Uri = u.parse().map_err(|e| {
+                ConfigError::invalid(&format!("{key}[{i}]"), format!("bad URL {u:?}: {e}"))
+            })?;
+            match (uri.scheme_str(), uri.host()) {
+                (Some("http"), Some(_)) => Ok(u.to_string()),
+                _ => Err(ConfigError::invalid(
+                    &format!("{key}[{i}]"),
+                    format!("bad URL {u:?}: want http://HOST[:PORT]"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// A DNS label sequence such as `mesos` or `cluster.example`.
+fn domain(key: &str, v: &str) -> Result<String, ConfigError> {
+    let d = v.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(d)
+    } else {
+        Err(ConfigError::invalid(key, format!("bad domain {v:?}")))
+    }
+}
+
+impl TryFrom<FileConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(f: FileConfig) -> Result<Config, ConfigError> {
+        let d = f.discovery;
+        let source = match d.source.as_str() {
+            "file" => SourceKind::File,
+            "marathon" => SourceKind::Marathon,
+            "mesos" => SourceKind::Mesos,
+            other => {
+                return Err(ConfigError::invalid(
+                    "discovery.source",
+                    format!("unknown source {other:?} (want \"file\", \"marathon\" or \"mesos\")"),
+                ));
+            }
+        };
+        let marathon = urls("discovery.marathon", &d.marathon)?;
+        let mesos = urls("discovery.mesos", &d.mesos)?;
+        if source == SourceKind::File && d.file.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "discovery.file",
+                "empty path with source = \"file\"",
+            ));
+        }
+        if source == SourceKind::Marathon && marathon.is_empty() {
+            return Err(ConfigError::invalid(
+                "discovery.marathon",
+                "no URL with source = \"marathon\"",
+            ));
+        }
+        if source == SourceKind::Mesos && mesos.is_empty() {
+            return Err(ConfigError::invalid(
+                "discovery.mesos",
+                "no URL with source = \"mesos\"",
+            ));
+        }
+        if !d.token.is_empty() && !d.username.is_empty() {
+            return Err(ConfigError::invalid(
+                "discovery.token",
+                "set either discovery.token or discovery.username/password, not both",
+            ));
+        }
+        let discovery = DiscoveryConfig {
+            source,
+            file: PathBuf::from(d.file.trim()),
+            marathon,
+            mesos,
+            poll_interval: duration("discovery.poll_interval", &d.poll_interval)?,
+            resync_after: duration("discovery.resync_after", &d.resync_after)?,
+            state_file: (!d.state_file.trim().is_empty())
+                .then(|| PathBuf::from(d.state_file.trim())),
+            username: d.username,
+            password: Secret(d.password),
+            token: Secret(d.token),
+            connect_timeout: duration("discovery.connect_timeout", &d.connect_timeout)?,
+            request_timeout: duration("discovery.request_timeout", &d.request_timeout)?,
+        };
+
+        let n = f.dns;
+        let resolvers = n
+            .resolvers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let key = format!("dns.resolvers[{i}]");
+                // A bare IP means port 53, as in resolv.conf and Mesos-DNS's config.
+                match r.trim().parse::<IpAddr>() {
+                    Ok(ip) => Ok(SocketAddr::new(ip, 53)),
+                    Err(_) => socket_addr(&key, r),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ip_sources = n
+            .ip_sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.as_str() {
+                "netinfo" => Ok(IpSource::Netinfo),
+                "mesos" => Ok(IpSource::Mesos),
+                "docker" => Ok(IpSource::Docker),
+                "host" => Ok(IpSource::Host),
+                other => Err(ConfigError::invalid(
+                    &format!("dns.ip_sources[{i}]"),
+                    format!("unknown IP source {other:?} (want netinfo, mesos, docker or host)"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if ip_sources.is_empty() {
+            return Err(ConfigError::invalid(
+                "dns.ip_sources",
+                "must name at least one source",
+            ));
+        }
+        if n.ttl == 0 {
+            return Err(ConfigError::invalid("dns.ttl", "must be greater than zero"));
+        }
+        let dns = DnsConfig {
+            listen: socket_addr("dns.listen", &n.listen)?,
+            domain: domain("dns.domain", &n.domain)?,
+            ttl: n.ttl,
+            resolvers,
+            ip_sources,
+            enforce_rfc952: n.enforce_rfc952,
+        };
+
+        let l = f.l4;
+        let mode = match l.mode.as_str() {
+            "auto" => L4Mode::Auto,
+            "ebpf" => L4Mode::Ebpf,
+            "userspace" => L4Mode::Userspace,
+            "off" => L4Mode::Off,
+            other => {
+                return Err(ConfigError::invalid(
+                    "l4.mode",
+                    format!("unknown mode {other:?} (want auto, ebpf, userspace or off)"),
+                ));
+            }
+        };
+        let vip_range = match l.vip_range.trim().parse::<IpNet>() {
+            Ok(IpNet::V4(n)) if n.prefix_len() <= 30 => n.trunc(),
+            _ => {
+                return Err(ConfigError::invalid(
+                    "l4.vip_range",
+                    format!(
+                        "bad IPv4 network {:?} (want e.g. 11.0.0.0/8, at most /30)",
+                        l.vip_range
+                    ),
+                ));
+            }
+        };
+        let vip_range6 = match l.vip_range6.trim().parse::<IpNet>() {
+            Ok(IpNet::V6(n)) if n.prefix_len() <= 126 => n.trunc(),
+            _ => {
+                return Err(ConfigError::invalid(
+                    "l4.vip_range6",
+                    format!(
+                        "bad IPv6 network {:?} (want e.g. fd01:c::/64)",
+                        l.vip_range6
+                    ),
+                ));
+            }
+        };
+        let link = l.link.trim();
+        if link.len() > 15 || link.contains(['/', ' ']) {
+            return Err(ConfigError::invalid(
+                "l4.link",
+                format!("bad link name {link:?}"),
+            ));
+        }
+        if l.bpf_pin_dir.trim().is_empty() {
+            return Err(ConfigError::invalid("l4.bpf_pin_dir", "must not be empty"));
+        }
+        let l4 = L4Config {
+            mode,
+            vip_range,
+            vip_range6,
+            link: (!link.is_empty()).then(|| link.to_string()),
+            cgroup: (!l.cgroup.trim().is_empty()).then(|| PathBuf::from(l.cgroup.trim())),
+            bpf_pin_dir: PathBuf::from(l.bpf_pin_dir.trim()),
+            bind: l.bind.trim().parse().map_err(|e| {
+                ConfigError::invalid("l4.bind", format!("bad IP {:?}: {e}", l.bind))
+            })?,
+        };
+
+        let l7 = L7Config {
+            group: f.l7.group,
+            http: opt_socket_addr("l7.http", &f.l7.http)?,
+            https: opt_socket_addr("l7.https", &f.l7.https)?,
+        };
+        let admin = AdminConfig {
+            listen: socket_addr("admin.listen", &f.admin.listen)?,
+        };
+        Ok(Config {
+            discovery,
+            dns,
+            l4,
+            l7,
+            admin,
+        })
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::try_from(FileConfig::default()).expect("built-in defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text)
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.discovery.source, SourceKind::File);
+        assert_eq!(c.discovery.file, PathBuf::from("config/apps.json"));
+        assert_eq!(c.discovery.poll_interval, Duration::from_secs(5));
+        assert_eq!(c.discovery.resync_after, Duration::from_secs(300));
+        assert_eq!(c.discovery.state_file, None);
+        assert_eq!(c.dns.listen, "127.0.0.1:8053".parse().unwrap());
+        assert_eq!(c.dns.domain, "mesos");
+        assert_eq!(c.dns.ttl, 60);
+        assert_eq!(
+            c.dns.ip_sources,
+            vec![IpSource::Netinfo, IpSource::Mesos, IpSource::Host]
+        );
+        assert_eq!(c.l4.mode, L4Mode::Auto);
+        assert_eq!(c.l4.vip_range, "11.0.0.0/8".parse().unwrap());
+        assert_eq!(c.l4.vip_range6, "fd01:c::/64".parse().unwrap());
+        assert_eq!(c.l4.link.as_deref(), Some("ferryman0"));
+        assert_eq!(c.l7.http, Some("127.0.0.1:10080".parse().unwrap()));
+        assert_eq!(c.l7.https, None);
+        assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_section() {
+        let e = err("[dns]\nlistne = \"127.0.0.1:53\"\n");
+        assert!(e.starts_with("dns.listne: unknown key"), "{e}");
+        let e = err("[dsn]\nlisten = \"127.0.0.1:53\"\n");
+        assert!(e.starts_with("dsn: unknown key"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[dns]\nlisten = \"localhost\"", "dns.listen:"),
+            ("[admin]\nlisten = \"1.2.3.4\"", "admin.listen:"),
+            (
+                "[discovery]\npoll_interval = \"5 parsecs\"",
+                "discovery.poll_interval:",
+            ),
+            (
+                "[discovery]\npoll_interval = \"0s\"",
+                "discovery.poll_interval:",
+            ),
+            ("[discovery]\nsource = \"zk\"", "discovery.source:"),
+            (
+                "[discovery]\nmarathon = [\"ftp://x\"]",
+                "discovery.marathon[0]:",
+            ),
+            ("[l4]\nvip_range = \"fd00::/8\"", "l4.vip_range:"),
+            ("[l4]\nmode = \"fast\"", "l4.mode:"),
+            (
+                "[dns]\nip_sources = [\"netinfo\", \"dhcp\"]",
+                "dns.ip_sources[1]:",
+            ),
+            ("[dns]\nttl = \"sixty\"", "dns.ttl:"),
+            ("[dns]\ndomain = \"bad domain\"", "dns.domain:"),
+        ];
+        for (text, key) in cases {
+            let e = err(text);
+            assert!(
+                e.starts_with(key),
+                "{text:?} gave {e:?}, want it to start with {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let c = Config::parse("[discovery]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap();
+        let printed = c.to_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.discovery.password.expose(), "hunter2");
+    }
+
+    #[test]
+    fn printed_config_parses_back_to_the_same_config() {
+        let c = Config::parse(
+            "[l4]\nmode = \"userspace\"\nlink = \"\"\n[l7]\nhttps = \"127.0.0.1:10443\"\n",
+        )
+        .unwrap();
+        let again = Config::parse(&printed_as_file(&c)).unwrap();
+        assert_eq!(c, again);
+    }
+
+    /// The printed config uses `Option` fields that TOML omits when `None`; the file layer reads an
+    /// absent key as its default, so map the `None`s the file layer spells as "".
+    fn printed_as_file(c: &Config) -> String {
+        let mut t = c.to_toml();
+        if c.l4.link.is_none() {
+            t = t.replace("[l4]\n", "[l4]\nlink = \"\"\n");
+        }
+        t
+    }
+}

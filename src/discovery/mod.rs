@@ -1,0 +1,3 @@
+//! Discovery sources (placeholder).
+
+pub mod decode;

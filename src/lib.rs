@@ -1,0 +1,23 @@
+//! Ferryman: per-node L4/L7 load balancer and Mesos-DNS compatible DNS for Mesos/Marathon.
+//!
+//! # Layout
+//! - [`config`]: TOML → validated runtime config.
+//! - [`model`]: `ClusterState` → `Snapshot` (pure), published via `ArcSwap` + `watch`.
+//! - [`discovery`]: sources (file, Marathon REST + SSE, Mesos master) that decode into `ClusterState`.
+//! - [`admin`]: admin HTTP API (`/v1/vips`, `/metrics`, health).
+//! - [`metrics`]: the Prometheus registry and metric names.
+//!
+//! Arrows point downward only: `model` imports no data path or source.
+
+#![deny(
+    unsafe_code,
+    rust_2018_idioms,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
+)]
+
+pub mod admin;
+pub mod config;
+pub mod discovery;
+pub mod metrics;
+pub mod model;

@@ -1,0 +1,159 @@
+//! Prometheus metrics: one registry, every name a documented `const`, every name
+//! `ferryman_<subsystem>_<what>_<unit>` (counters end in `_total`, durations in `_seconds`).
+//! Histograms, never summaries. A leaf module: imports nothing from the crate.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Fetches from a discovery source, by `source` (`file`, `marathon`, `mesos`) and `result`
+/// (`ok`, `error`).
+pub const DISCOVERY_FETCHES_TOTAL: &str = "ferryman_discovery_fetches_total";
+/// Failed fetches by `source` and `kind` (`connect`, `timeout`, `http_status`, `decode`, `io`, `stream`).
+pub const DISCOVERY_ERRORS_TOTAL: &str = "ferryman_discovery_errors_total";
+/// Unix time of the last successful fetch, by `source`.
+pub const DISCOVERY_LAST_SUCCESS_SECONDS: &str =
+    "ferryman_discovery_last_success_timestamp_seconds";
+/// Duration of a full fetch + decode, by `source`.
+pub const DISCOVERY_FETCH_DURATION_SECONDS: &str = "ferryman_discovery_fetch_duration_seconds";
+/// Marathon SSE events received, by `event_type`.
+pub const DISCOVERY_SSE_EVENTS_TOTAL: &str = "ferryman_discovery_sse_events_total";
+/// Updates held back by the shrink guard (an answer removing more than half of all backends).
+pub const DISCOVERY_GUARD_HELD_TOTAL: &str = "ferryman_discovery_guard_held_total";
+/// Version of the published snapshot.
+pub const SNAPSHOT_VERSION: &str = "ferryman_snapshot_version";
+/// Time `Snapshot::build` took.
+pub const SNAPSHOT_BUILD_DURATION_SECONDS: &str = "ferryman_snapshot_build_duration_seconds";
+/// Objects in the published snapshot, by `kind` (`apps`, `tasks`, `services`, `backends`, `vips`).
+pub const SNAPSHOT_OBJECTS: &str = "ferryman_snapshot_objects";
+/// Labels skipped, by `reason`.
+pub const MODEL_LABELS_REJECTED_TOTAL: &str = "ferryman_model_labels_rejected_total";
+
+/// All metric handles. Get them with [`metrics()`].
+pub struct Metrics {
+    pub registry: Registry,
+    pub discovery_fetches: IntCounterVec,
+    pub discovery_errors: IntCounterVec,
+    pub discovery_last_success: IntGaugeVec,
+    pub discovery_fetch_duration: HistogramVec,
+    pub sse_events: IntCounterVec,
+    pub guard_held: prometheus::IntCounter,
+    pub snapshot_version: IntGauge,
+    pub snapshot_build_duration: Histogram,
+    pub snapshot_objects: IntGaugeVec,
+    pub labels_rejected: IntCounterVec,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let m = Metrics {
+            discovery_fetches: IntCounterVec::new(
+                Opts::new(DISCOVERY_FETCHES_TOTAL, "Fetches from a discovery source."),
+                &["source", "result"],
+            )
+            .expect("valid metric"),
+            discovery_errors: IntCounterVec::new(
+                Opts::new(
+                    DISCOVERY_ERRORS_TOTAL,
+                    "Failed discovery fetches by kind of failure.",
+                ),
+                &["source", "kind"],
+            )
+            .expect("valid metric"),
+            discovery_last_success: IntGaugeVec::new(
+                Opts::new(
+                    DISCOVERY_LAST_SUCCESS_SECONDS,
+                    "Unix time of the last successful fetch from a source.",
+                ),
+                &["source"],
+            )
+            .expect("valid metric"),
+            discovery_fetch_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    DISCOVERY_FETCH_DURATION_SECONDS,
+                    "Duration of a full fetch and decode.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["source"],
+            )
+            .expect("valid metric"),
+            sse_events: IntCounterVec::new(
+                Opts::new(DISCOVERY_SSE_EVENTS_TOTAL, "Marathon SSE events received."),
+                &["event_type"],
+            )
+            .expect("valid metric"),
+            guard_held: prometheus::IntCounter::new(
+                DISCOVERY_GUARD_HELD_TOTAL,
+                "Updates held back because they would remove more than half of all backends.",
+            )
+            .expect("valid metric"),
+            snapshot_version: IntGauge::new(SNAPSHOT_VERSION, "Version of the published snapshot.")
+                .expect("valid metric"),
+            snapshot_build_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    SNAPSHOT_BUILD_DURATION_SECONDS,
+                    "Time Snapshot::build took.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            snapshot_objects: IntGaugeVec::new(
+                Opts::new(SNAPSHOT_OBJECTS, "Objects in the published snapshot."),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            labels_rejected: IntCounterVec::new(
+                Opts::new(MODEL_LABELS_REJECTED_TOTAL, "Labels skipped, by reason."),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.discovery_fetches.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.discovery_errors.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.discovery_last_success.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.discovery_fetch_duration.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.sse_events.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.guard_held.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.snapshot_version.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.snapshot_build_duration.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.snapshot_objects.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.labels_rejected.clone()))
+            .expect("unique metric");
+        m
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

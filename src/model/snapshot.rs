@@ -1,0 +1,194 @@
+//! `Snapshot`: the routing state every data path reads, built by a pure function from a
+//! `ClusterState` and the config. Never mutated after it is built; published whole (see `publish`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::state::ClusterState;
+
+/// L4 protocol of a VIP or service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A VIP is keyed by (protocol, address, port), as dcos-net keys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct VipKey {
+    pub protocol: Protocol,
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl fmt::Display for VipKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            IpAddr::V4(ip) => write!(f, "{}://{}:{}", self.protocol, ip, self.port),
+            IpAddr::V6(ip) => write!(f, "{}://[{}]:{}", self.protocol, ip, self.port),
+        }
+    }
+}
+
+/// A named VIP label (`/name`, `merp`) within its framework.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct NamedVipKey {
+    /// The label's host part as written (`/foo`, `merp`).
+    pub name: String,
+    /// Framework name (`marathon`).
+    pub framework: String,
+}
+
+/// Where a named VIP lives: its DNS name and its deterministic addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedVip {
+    /// `name.framework.l4lb.thisdcos.directory`.
+    pub fqdn: String,
+    pub ipv4: Ipv4Addr,
+    /// Allocated when the VIP has IPv6 backends.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Age used to settle slot collisions (older keeps the slot); milliseconds since the epoch.
+    pub age_ms: Option<i64>,
+}
+
+/// A stable backend identity, carried across snapshots (health overlay key): a hash of the
+/// protocol, address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct BackendId(pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    pub id: BackendId,
+    pub ip: IpAddr,
+    pub port: u16,
+    /// 1 = takes new connections; 0 = draining (killing or unhealthy), still listed.
+    pub weight: u32,
+    pub task_id: String,
+    pub app_id: Option<String>,
+    pub agent_ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vip {
+    pub key: VipKey,
+    /// DNS name of a named VIP; `None` for an IP VIP.
+    pub name: Option<String>,
+    pub label: Option<NamedVipKey>,
+    /// Sorted by (ip, port); unique by (ip, port).
+    pub backends: Vec<Backend>,
+}
+
+/// A Marathon service port (`servicePort`, or `HAPROXY_n_PORT`) with its backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub app_id: String,
+    pub port_index: usize,
+    pub service_port: u16,
+    pub protocol: Protocol,
+    pub backends: Vec<Backend>,
+}
+
+/// Why a label was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not `HOST:PORT` (or `tcp://HOST:PORT` for `vip_portN`).
+    BadFormat,
+    /// Port missing, zero, not a number or above 65535.
+    BadPort,
+    /// The port's protocol is neither tcp nor udp.
+    UnknownProtocol,
+    /// `vip_portN` names a port index the task does not have.
+    BadPortIndex,
+    /// The named-VIP range is full.
+    RangeExhausted,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::BadFormat => "bad_format",
+            RejectReason::BadPort => "bad_port",
+            RejectReason::UnknownProtocol => "unknown_protocol",
+            RejectReason::BadPortIndex => "bad_port_index",
+            RejectReason::RangeExhausted => "range_exhausted",
+        }
+    }
+}
+
+/// A label that was skipped, with what a log line needs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Rejection {
+    pub app_id: Option<String>,
+    pub task_id: String,
+    /// `KEY=VALUE` as written.
+    pub label: String,
+    pub reason: RejectReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Counts {
+    pub apps: usize,
+    pub tasks: usize,
+    pub services: usize,
+    pub backends: usize,
+    pub vips: usize,
+}
+
+/// Immutable routing state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// 0 = the empty snapshot before anything was published; each build is the previous + 1.
+    pub version: u64,
+    #[serde(skip)]
+    pub state: Arc<ClusterState>,
+    /// Sorted by key.
+    pub vips: Vec<Vip>,
+    /// Named VIP allocations (every live named VIP).
+    pub named: BTreeMap<NamedVipKey, NamedVip>,
+    /// Sorted by (service_port, protocol, app_id).
+    pub services: Vec<Service>,
+    /// Labels skipped in this build, sorted.
+    pub rejected: Vec<Rejection>,
+    pub counts: Counts,
+}
+
+impl Snapshot {
+    /// The snapshot before the first build.
+    pub fn empty() -> Snapshot {
+        Snapshot::default()
+    }
+
+    /// Looks a VIP up by key (binary search; `vips` is sorted).
+    pub fn vip(&self, key: &VipKey) -> Option<&Vip> {
+        self.vips
+            .binary_search_by(|v| v.key.cmp(key))
+            .ok()
+            .and_then(|i| self.vips.get(i))
+    }
+
+    /// Total number of backends across VIPs and services (the guard's measure).
+    pub fn backend_total(&self) -> usize {
+        self.counts.backends
+    }
+}

@@ -1,0 +1,1 @@
+//! Named VIP allocation (placeholder).
