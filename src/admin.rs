@@ -1,1 +1,555 @@
-//! Admin HTTP API (placeholder).
+//! Admin HTTP API on `admin.listen`: `/healthz`, `/readyz`, `/v1/version`, `/v1/config`,
+//! `/v1/vips` and `/metrics` (see ARCHITECTURE.md, "HTTP endpoints").
+//!
+//! Owns the admin listener's connections: [`serve`] takes a listener `main` bound, caps
+//! connections with a semaphore acquired *before* `accept` (a full server stops accepting), bounds
+//! header size and header read time, keeps every connection task in a `JoinSet` and stops them
+//! gracefully when the shutdown token fires (in-flight requests finish, idle connections close,
+//! stragglers are aborted after [`SHUTDOWN_GRACE`]).
+//!
+//! Reads the published [`Snapshot`] (one `load()` per request) and the [`Config`]; imports `model`,
+//! `config` and the `metrics` leaf only, never a data path. Writes nothing.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::model::{Protocol, Snapshot, Snapshots};
+
+/// Most admin connections served at once; the next `accept` waits for a free slot.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A client must send its complete request head within this time (also bounds idle keep-alive).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line + headers) accepted; larger gets 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most header fields in one request.
+pub const MAX_HEADERS: usize = 64;
+/// How long in-flight requests may take to finish once shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Consecutive failed `accept` calls (other than per-connection errors) before `serve` gives up.
+const MAX_ACCEPT_FAILURES: u32 = 10;
+
+/// Project URL reported by `/v1/version` (Mesos-DNS reports its repository there).
+pub const PROJECT_URL: &str = "https://github.com/ferryman-lb/ferryman";
+/// Content type of `/metrics` (Prometheus text exposition format 0.0.4).
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+type Body = Full<Bytes>;
+
+struct AdminState {
+    snapshots: Snapshots,
+    config: Arc<Config>,
+}
+
+// === serve ===
+
+/// Serves the admin API on `listener` until `shutdown` fires, then lets open requests finish (at
+/// most [`SHUTDOWN_GRACE`]) and returns. Fails only when `accept` keeps failing
+/// ([`MAX_ACCEPT_FAILURES`] times in a row, with backoff).
+pub async fn serve(
+    listener: TcpListener,
+    snapshots: Snapshots,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let state = Arc::new(AdminState { snapshots, config });
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns: JoinSet<()> = JoinSet::new();
+    let mut failures = 0u32;
+    let result = loop {
+        // Reap finished connection tasks so the set does not grow.
+        while conns.try_join_next().is_some() {}
+
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            p = limit.clone().acquire_owned() => p.expect("the admin semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                failures = 0;
+                conns.spawn(serve_connection(
+                    stream,
+                    peer,
+                    state.clone(),
+                    shutdown.clone(),
+                    permit,
+                ));
+            }
+            Err(e) if is_connection_error(&e) => {
+                tracing::debug!(error = %e, "admin accept: connection failed before accept");
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= MAX_ACCEPT_FAILURES {
+                    tracing::error!(error = %e, failures, "admin accept keeps failing; giving up");
+                    break Err(e);
+                }
+                let backoff = Duration::from_millis(50u64 << failures.min(6));
+                tracing::warn!(error = %e, failures, backoff = ?backoff, "admin accept failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    };
+    drop(listener);
+
+    // Connection tasks saw the same token and are closing gracefully; give them the grace period
+    // (plus a little for the close itself), then abort the rest.
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = conns.len(),
+            "admin connections still open after the grace period; aborting"
+        );
+        conns.shutdown().await;
+    }
+    result
+}
+
+/// Errors that concern one incoming connection only; `accept` can go on at once.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, &req)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %peer, error = %e, "admin connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "admin connection ended with an error");
+                }
+                Err(_) => tracing::debug!(peer = %peer, "admin connection closed after the grace period"),
+            }
+        }
+    }
+}
+
+// === routing ===
+
+/// The admin endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Healthz,
+    Readyz,
+    Version,
+    ConfigJson,
+    Vips,
+    Metrics,
+}
+
+impl Route {
+    fn from_path(path: &str) -> Option<Route> {
+        Some(match path {
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/v1/version" => Route::Version,
+            "/v1/config" => Route::ConfigJson,
+            "/v1/vips" => Route::Vips,
+            "/metrics" => Route::Metrics,
+            _ => return None,
+        })
+    }
+}
+
+/// Answers one request. Unknown path: 404; known path with a method other than GET/HEAD: 405
+/// (hyper leaves the body out of HEAD answers).
+fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
+    let Some(route) = Route::from_path(req.uri().path()) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match route {
+        Route::Healthz => text(StatusCode::OK, "ok\n"),
+        Route::Readyz => {
+            if state.snapshots.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no snapshot published yet\n",
+                )
+            }
+        }
+        Route::Version => json(StatusCode::OK, version_json()),
+        Route::ConfigJson => match serde_json::to_string_pretty(&*state.config) {
+            Ok(body) => json(StatusCode::OK, body),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialise the config");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot serialise the config\n",
+                )
+            }
+        },
+        Route::Vips => json(StatusCode::OK, vips_json(&state.snapshots.load())),
+        Route::Metrics => respond(
+            StatusCode::OK,
+            METRICS_CONTENT_TYPE,
+            crate::metrics::metrics().render(),
+        ),
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    respond(status, TEXT, body.to_string())
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    respond(status, JSON, body)
+}
+
+// === rendering ===
+
+/// `/v1/version`, in Mesos-DNS's shape (`{"Service","Version","URL"}`).
+pub fn version_json() -> String {
+    #[derive(Serialize)]
+    struct Version {
+        #[serde(rename = "Service")]
+        service: &'static str,
+        #[serde(rename = "Version")]
+        version: &'static str,
+        #[serde(rename = "URL")]
+        url: &'static str,
+    }
+    serde_json::to_string(&Version {
+        service: "ferryman",
+        version: env!("CARGO_PKG_VERSION"),
+        url: PROJECT_URL,
+    })
+    .expect("a struct of strings always serialises")
+}
+
+/// One `/v1/vips` entry: one (protocol, VIP, port). Fields may be added, never renamed.
+#[derive(Debug, Serialize)]
+struct VipView<'a> {
+    protocol: Protocol,
+    ip: IpAddr,
+    port: u16,
+    /// DNS name of a named VIP; `null` for an IP VIP.
+    name: Option<&'a str>,
+    backends: Vec<BackendView>,
+}
+
+#[derive(Debug, Serialize)]
+struct BackendView {
+    ip: IpAddr,
+    port: u16,
+    weight: u32,
+    health: &'static str,
+    active: u64,
+}
+
+/// The `/v1/vips` JSON array for `snapshot`, in the snapshot's (sorted) order.
+pub fn vips_json(snapshot: &Snapshot) -> String {
+    let view: Vec<VipView<'_>> = snapshot
+        .vips
+        .iter()
+        .map(|v| VipView {
+            protocol: v.key.protocol,
+            ip: v.key.ip,
+            port: v.key.port,
+            name: v.name.as_deref(),
+            backends: v
+                .backends
+                .iter()
+                .map(|b| BackendView {
+                    ip: b.ip,
+                    port: b.port,
+                    weight: b.weight,
+                    // Always "up" for now: the health overlay (`health/`) is not wired in yet.
+                    health: "up",
+                    // Always 0 for now: the user-space L4 proxy does not count connections yet.
+                    active: 0,
+                })
+                .collect(),
+        })
+        .collect();
+    serde_json::to_string(&view).expect("VIP views (strings, numbers, IPs) always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, BackendId, ClusterState, Publisher, UpdateKind, Vip, VipKey};
+
+    fn backend(ip: &str, port: u16, weight: u32) -> Backend {
+        Backend {
+            id: BackendId(u64::from(port)),
+            ip: ip.parse().unwrap(),
+            port,
+            weight,
+            task_id: format!("task-{port}"),
+            app_id: Some("/web".into()),
+            agent_ip: None,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            version: 3,
+            vips: vec![
+                Vip {
+                    key: VipKey {
+                        protocol: Protocol::Tcp,
+                        ip: "10.10.0.1".parse().unwrap(),
+                        port: 5000,
+                    },
+                    name: None,
+                    label: None,
+                    backends: vec![backend("127.0.0.1", 8003, 1)],
+                },
+                Vip {
+                    key: VipKey {
+                        protocol: Protocol::Tcp,
+                        ip: "11.125.3.7".parse().unwrap(),
+                        port: 80,
+                    },
+                    name: Some("web.marathon.l4lb.thisdcos.directory".into()),
+                    label: None,
+                    backends: vec![
+                        backend("10.0.2.234", 31000, 1),
+                        backend("10.0.2.235", 31001, 0),
+                    ],
+                },
+                Vip {
+                    key: VipKey {
+                        protocol: Protocol::Udp,
+                        ip: "fd01:c::5".parse().unwrap(),
+                        port: 53,
+                    },
+                    name: Some("dns.marathon.l4lb.thisdcos.directory".into()),
+                    label: None,
+                    backends: vec![],
+                },
+            ],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn vips_render_in_the_contract_shape() {
+        let got: serde_json::Value = serde_json::from_str(&vips_json(&snapshot())).unwrap();
+        let want = serde_json::json!([
+            {"protocol": "tcp", "ip": "10.10.0.1", "port": 5000, "name": null,
+             "backends": [{"ip": "127.0.0.1", "port": 8003, "weight": 1, "health": "up", "active": 0}]},
+            {"protocol": "tcp", "ip": "11.125.3.7", "port": 80,
+             "name": "web.marathon.l4lb.thisdcos.directory",
+             "backends": [
+                {"ip": "10.0.2.234", "port": 31000, "weight": 1, "health": "up", "active": 0},
+                {"ip": "10.0.2.235", "port": 31001, "weight": 0, "health": "up", "active": 0}]},
+            {"protocol": "udp", "ip": "fd01:c::5", "port": 53,
+             "name": "dns.marathon.l4lb.thisdcos.directory", "backends": []}
+        ]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn vips_of_the_empty_snapshot_are_an_empty_array() {
+        assert_eq!(vips_json(&Snapshot::empty()), "[]");
+    }
+
+    #[test]
+    fn version_has_mesos_dns_shape() {
+        let v: serde_json::Value = serde_json::from_str(&version_json()).unwrap();
+        assert_eq!(v["Service"], "ferryman");
+        assert_eq!(v["Version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["URL"], PROJECT_URL);
+        assert_eq!(v.as_object().unwrap().len(), 3);
+    }
+
+    fn state() -> (Publisher, AdminState) {
+        let config = Arc::new(
+            Config::parse("[discovery]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap(),
+        );
+        let (publisher, snapshots) = Publisher::new(config.clone());
+        (publisher, AdminState { snapshots, config })
+    }
+
+    fn get(state: &AdminState, method: Method, path: &str) -> (StatusCode, String, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap();
+        let resp = handle(state, &req);
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let status = resp.status();
+        let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+            resp.into_body(),
+        ))
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+        (status, ct, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn routes_answer_as_documented() {
+        let (_publisher, s) = state();
+        assert_eq!(
+            get(&s, Method::GET, "/healthz"),
+            (StatusCode::OK, TEXT.into(), "ok\n".into())
+        );
+        assert_eq!(
+            get(&s, Method::GET, "/readyz").0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(get(&s, Method::GET, "/nope").0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&s, Method::POST, "/nope").0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            get(&s, Method::POST, "/v1/vips").0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            get(&s, Method::GET, "/v1/vips"),
+            (StatusCode::OK, JSON.into(), "[]".into())
+        );
+        let (status, ct, _) = get(&s, Method::GET, "/metrics");
+        assert_eq!(
+            (status, ct.as_str()),
+            (StatusCode::OK, METRICS_CONTENT_TYPE)
+        );
+        let (status, _, body) = get(&s, Method::GET, "/v1/config");
+        assert_eq!(status, StatusCode::OK);
+        let c: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(c["discovery"]["password"], "<redacted>");
+        assert_eq!(c["discovery"]["username"], "u");
+        assert!(!body.contains("hunter2"));
+    }
+
+    #[test]
+    fn ready_once_a_snapshot_is_published() {
+        let (mut publisher, s) = state();
+        assert_eq!(
+            get(&s, Method::GET, "/readyz").0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        publisher.update(Arc::new(ClusterState::default()), UpdateKind::Full);
+        assert_eq!(
+            get(&s, Method::GET, "/readyz"),
+            (StatusCode::OK, TEXT.into(), "ready\n".into())
+        );
+    }
+
+    /// Sends one HTTP/1.1 request on a fresh connection and returns the raw answer.
+    async fn raw_request(addr: SocketAddr, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .expect("answer within 5 s")
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn serves_over_tcp_and_stops_on_shutdown() {
+        let (_publisher, s) = state();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, s.snapshots, s.config, token.clone()));
+
+        let answer = raw_request(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+
+        // A request head over the limit is refused with 431.
+        let big = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(MAX_HEADER_BYTES)
+        );
+        let answer = raw_request(addr, &big).await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+
+        // An idle keep-alive connection does not hold shutdown up.
+        let _idle = TcpStream::connect(addr).await.unwrap();
+        token.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(3), server)
+            .await
+            .expect("serve returns promptly after shutdown")
+            .unwrap();
+        assert!(result.is_ok());
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+}
