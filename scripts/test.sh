@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: installs the Debian packages the tests need (when missing), then
+# `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test`.
+#
+#   scripts/test.sh                  # from anywhere in the repository
+#   FERRYMAN_NO_INSTALL=1 scripts/test.sh   # never call apt-get (tests whose tool is missing skip)
+#   FERRYMAN_REQUIRE_ALL=1 scripts/test.sh  # a missing tool fails its test instead (.ci/run sets it)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# === Packages the tests need ===
+# One entry per line: "PACKAGE COMMAND". The package is installed when COMMAND is not on PATH;
+# COMMAND "-" means "check with dpkg instead" (libraries, headers). To add a tool, add a line.
+REQUIRED_PACKAGES=(
+  "prometheus promtool"      # admin: promtool check metrics
+  "prometheus prometheus"    # admin: a real Prometheus scrapes /metrics
+  "dnsutils dig"             # dns: real resolver client
+  "curl curl"                # admin, l7: real HTTP client
+  # Later areas add, e.g.:
+  # "clang-19 clang-19" "libbpf-dev -" "bpftool bpftool" "haproxy haproxy" "nginx nginx"
+  # "unbound unbound" "dnsperf dnsperf" "wrk wrk" "iproute2 ip" "iptables iptables"
+)
+
+missing_packages() {
+  local entry pkg cmd
+  for entry in "${REQUIRED_PACKAGES[@]}"; do
+    read -r pkg cmd <<<"$entry"
+    if [ "$cmd" = "-" ]; then
+      dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
+    else
+      command -v "$cmd" >/dev/null 2>&1 || echo "$pkg"
+    fi
+  done | sort -u
+}
+
+install_missing() {
+  local missing
+  mapfile -t missing < <(missing_packages)
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  echo "test.sh: missing packages: ${missing[*]}"
+  if [ "${FERRYMAN_NO_INSTALL:-0}" = "1" ]; then
+    echo "test.sh: FERRYMAN_NO_INSTALL=1, not installing (tests needing them will skip or fail)"
+    return 0
+  fi
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo=(sudo)
+    else
+      echo "test.sh: not root and no sudo; cannot install ${missing[*]}" >&2
+      return 0
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: no apt-get (not Debian/Ubuntu); install ${missing[*]} yourself" >&2
+    return 0
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+install_missing
+
+# === Checks (the CI gates) ===
+set -x
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked
