@@ -1,17 +1,1309 @@
-//! `Snapshot::build`: placeholder until the VIP rules land.
+//! `Snapshot::build`: the pure function from a `ClusterState` (plus the config and the previous
+//! snapshot, for stable named-VIP addresses) to the next `Snapshot`: VIPs with their backends,
+//! named-VIP allocations, Marathon service ports, rejected labels and counts.
+//!
+//! No clock, no I/O, no logging of its own (the publisher logs new rejections): the same input
+//! gives the same, sorted output. The rules are dcos-net's L4LB rules (`dcos_l4lb_mesos_poller`,
+//! `dcos_net_mesos_listener`, `dcos_l4lb_lashup_vip_listener`); each is stated where it is applied.
+//! Bad labels become [`Rejection`]s; one bad label never affects another label or app.
 
-use super::snapshot::Snapshot;
-use super::state::ClusterState;
-use crate::config::Config;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::labels::{self, VipHost, VipLabel};
+use super::snapshot::{
+    Backend, BackendId, Counts, NamedVipKey, Protocol, RejectReason, Rejection, Service, Snapshot,
+    Vip, VipKey,
+};
+use super::state::{App, ClusterState, PortProtocol, Task, TaskState};
+use super::vip;
+use crate::config::Config;
+
 impl Snapshot {
-    /// Builds the snapshot that follows `prev` from `state`. Pure and deterministic.
-    pub fn build(state: &Arc<ClusterState>, _config: &Config, prev: &Snapshot) -> Snapshot {
+    /// Builds the snapshot that follows `prev` from `state`. Pure and deterministic; `version` is
+    /// `prev.version + 1`.
+    ///
+    /// **VIPs** (dcos-net rules):
+    /// - Port labels (`TaskPort::labels`) whose key starts with `VIP` or `vip` carry `HOST:PORT`
+    ///   ([`labels::parse_vip`]); the protocol is the port's. Legacy task labels `vip_portN` carry
+    ///   `tcp://HOST:PORT` / `udp://HOST:PORT` for the task's `N`th host port.
+    /// - Backends are tasks in `TASK_RUNNING` (weight 1, or 0 when unhealthy: `healthy == false`,
+    ///   or no verdict yet while the task has a health check) and `TASK_KILLING` (weight 0: drains,
+    ///   still listed). Other states are not backends.
+    /// - Backend address: a port with a host port → agent IP + host port; otherwise one backend
+    ///   per task IP (`netinfo_ips`, else the agent IP) + the port's number.
+    /// - An IP VIP gets only backends of its own address family. A named VIP gets an IPv4 VIP
+    ///   with its IPv4 backends and, when it has IPv6 backends, an IPv6 VIP with those. Addresses
+    ///   come from [`vip::allocate`]; the name is `name.framework.l4lb.thisdcos.directory`.
+    /// - A VIP without any backend is not published (dcos-net drops it too).
+    /// - Backends are unique per VIP by (ip, port) (a duplicate keeps the higher weight) and
+    ///   sorted. **If every backend of a VIP or service has weight 0, all get weight 1**: a set of
+    ///   draining backends still serves rather than black-holing new connections.
+    ///
+    /// **Services** (Marathon-LB): one per (app, port index, protocol) with a non-zero service
+    /// port (`HAPROXY_{n}_PORT`, else the port's `servicePort`); backends are agent IP + the task's
+    /// `n`th host port, or, for a task without host ports (IP-per-task), its first IP + the
+    /// container port. Weights as for VIPs. A service with no backends is still listed.
+    pub fn build(state: &Arc<ClusterState>, config: &Config, prev: &Snapshot) -> Snapshot {
+        let mut b = Builder::new(state);
+        for task in state.tasks.values() {
+            b.task_vips(task);
+        }
+        let (vips, named) = b.finish_vips(config, prev);
+        let services = b.services();
+        let mut rejected = b.rejected;
+        rejected.sort_unstable();
+        rejected.dedup();
+
+        let backends = vips.iter().map(|v| v.backends.len()).sum::<usize>()
+            + services.iter().map(|s| s.backends.len()).sum::<usize>();
+        let counts = Counts {
+            apps: state.apps.len(),
+            tasks: state.tasks.len(),
+            services: services.len(),
+            backends,
+            vips: vips.len(),
+        };
         Snapshot {
             version: prev.version + 1,
             state: state.clone(),
-            ..Snapshot::default()
+            vips,
+            named,
+            services,
+            rejected,
+            counts,
         }
+    }
+}
+
+/// The weight a task's backends get, or `None` when the task is not a backend
+/// (`dcos_l4lb_mesos_poller:is_running/1` and `get_weight/1`, with dcos-net's listener treating
+/// a task that has a health check but no verdict yet as unhealthy).
+pub fn task_weight(task: &Task) -> Option<u32> {
+    match task.state {
+        TaskState::Running => {
+            let unhealthy =
+                task.healthy == Some(false) || (task.healthy.is_none() && task.has_health_check);
+            Some(u32::from(!unhealthy))
+        }
+        TaskState::Killing => Some(0),
+        _ => None,
+    }
+}
+
+/// The stable identity of a backend: FNV-1a (64 bit) over the protocol byte (tcp 6, udp 17),
+/// the address octets (4 or 16) and the big-endian port.
+pub fn backend_id(protocol: Protocol, ip: IpAddr, port: u16) -> BackendId {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    eat(&[match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    }]);
+    match ip {
+        IpAddr::V4(v4) => eat(&v4.octets()),
+        IpAddr::V6(v6) => eat(&v6.octets()),
+    }
+    eat(&port.to_be_bytes());
+    BackendId(h)
+}
+
+// === impl Builder ===
+
+/// One candidate backend, borrowing its task from the state.
+#[derive(Debug, Clone, Copy)]
+struct Raw<'s> {
+    ip: IpAddr,
+    port: u16,
+    weight: u32,
+    agent_ip: Option<IpAddr>,
+    task: &'s Task,
+}
+
+/// Everything gathered for one named VIP (name, framework).
+struct NamedAcc<'s> {
+    /// [`vip::vip_base_name`]; `None` when the name has no DNS-safe characters.
+    base: Option<String>,
+    /// Oldest age among the tasks that gave backends.
+    age_ms: Option<i64>,
+    ports: BTreeMap<(Protocol, u16), Vec<Raw<'s>>>,
+    /// The first label that gave a backend (tasks are visited in id order): what a
+    /// `RangeExhausted` rejection shows.
+    first: Option<(&'s Task, &'s str, &'s str)>,
+}
+
+/// A VIP being assembled.
+#[derive(Default)]
+struct PendingVip<'s> {
+    label: Option<NamedVipKey>,
+    name: Option<String>,
+    raws: Vec<Raw<'s>>,
+}
+
+struct Builder<'s> {
+    state: &'s ClusterState,
+    agent_ips: HashMap<&'s str, IpAddr>,
+    frameworks: HashMap<&'s str, &'s str>,
+    ip_vips: HashMap<VipKey, Vec<Raw<'s>>>,
+    named: HashMap<(&'s str, &'s str), NamedAcc<'s>>,
+    rejected: Vec<Rejection>,
+}
+
+impl<'s> Builder<'s> {
+    fn new(state: &'s ClusterState) -> Builder<'s> {
+        let agent_ips = state
+            .agents
+            .iter()
+            .filter_map(|(id, a)| Some((id.as_str(), a.ip?)))
+            .collect();
+        let frameworks = state
+            .frameworks
+            .iter()
+            .map(|(id, f)| (id.as_str(), f.name.as_str()))
+            .collect();
+        Builder {
+            state,
+            agent_ips,
+            frameworks,
+            ip_vips: HashMap::new(),
+            named: HashMap::new(),
+            rejected: Vec::new(),
+        }
+    }
+
+    fn agent_ip(&self, task: &Task) -> Option<IpAddr> {
+        self.agent_ips.get(task.agent_id.as_str()).copied()
+    }
+
+    /// Framework name of a task, falling back to its framework ID (as `ClusterState` does).
+    fn framework_name(&self, task: &'s Task) -> &'s str {
+        match self.frameworks.get(task.framework_id.as_str()) {
+            Some(name) if !name.is_empty() => name,
+            _ => task.framework_id.as_str(),
+        }
+    }
+
+    fn reject(
+        &mut self,
+        app_id: Option<&str>,
+        task_id: &str,
+        key: &str,
+        value: &str,
+        reason: RejectReason,
+    ) {
+        self.rejected.push(Rejection {
+            app_id: app_id.map(str::to_string),
+            task_id: task_id.to_string(),
+            label: labels::label_text(key, value),
+            reason,
+        });
+    }
+
+    fn reject_task(&mut self, task: &Task, key: &str, value: &str, reason: RejectReason) {
+        self.reject(task.app_id.as_deref(), &task.id, key, value, reason);
+    }
+
+    /// Age of a task for slot collisions: its Marathon app's version, else its start time.
+    fn task_age(&self, task: &Task) -> Option<i64> {
+        task.app_id
+            .as_deref()
+            .and_then(|id| self.state.apps.get(id))
+            .and_then(|app| app.version_ms)
+            .or(task.started_ms)
+    }
+
+    /// Collects the VIP backends of one task from its port labels and legacy task labels.
+    fn task_vips(&mut self, task: &'s Task) {
+        let Some(weight) = task_weight(task) else {
+            return;
+        };
+        let agent_ip = self.agent_ip(task);
+        for port in &task.ports {
+            for (key, value) in &port.labels {
+                if !labels::is_vip_key(key) {
+                    continue;
+                }
+                let label = match labels::parse_vip(value) {
+                    Ok(label) => label,
+                    Err(reason) => {
+                        self.reject_task(task, key, value, reason);
+                        continue;
+                    }
+                };
+                let protocol = match &port.protocol {
+                    Some(PortProtocol::Tcp) => Protocol::Tcp,
+                    Some(PortProtocol::Udp) => Protocol::Udp,
+                    Some(PortProtocol::Other(_)) | None => {
+                        self.reject_task(task, key, value, RejectReason::UnknownProtocol);
+                        continue;
+                    }
+                };
+                // dcos_l4lb_mesos_poller:backends/3.
+                let raw = |ip: IpAddr, port: u16| Raw {
+                    ip,
+                    port,
+                    weight,
+                    agent_ip,
+                    task,
+                };
+                let mut addrs: Vec<Raw<'s>> = Vec::new();
+                if let Some(host_port) = port.host_port {
+                    addrs.extend(agent_ip.map(|ip| raw(ip, host_port)));
+                } else if let Some(number) = port.port {
+                    if task.netinfo_ips.is_empty() {
+                        addrs.extend(agent_ip.map(|ip| raw(ip, number)));
+                    } else {
+                        addrs.extend(task.netinfo_ips.iter().map(|&ip| raw(ip, number)));
+                    }
+                }
+                self.add(task, protocol, label, addrs, key, value);
+            }
+        }
+        for (key, value) in &task.labels {
+            let Some(parsed) = labels::parse_legacy_vip(key, value) else {
+                continue;
+            };
+            let legacy = match parsed {
+                Ok(legacy) => legacy,
+                Err(reason) => {
+                    self.reject_task(task, key, value, reason);
+                    continue;
+                }
+            };
+            let Some(&host_port) = task.host_ports.get(legacy.index) else {
+                self.reject_task(task, key, value, RejectReason::BadPortIndex);
+                continue;
+            };
+            let addrs: Vec<Raw<'s>> = agent_ip
+                .map(|ip| Raw {
+                    ip,
+                    port: host_port,
+                    weight,
+                    agent_ip,
+                    task,
+                })
+                .into_iter()
+                .collect();
+            self.add(task, legacy.protocol, legacy.label, addrs, key, value);
+        }
+    }
+
+    /// Files the backends of one parsed label under its IP VIP or named VIP.
+    fn add(
+        &mut self,
+        task: &'s Task,
+        protocol: Protocol,
+        label: VipLabel<'s>,
+        addrs: Vec<Raw<'s>>,
+        key: &'s str,
+        value: &'s str,
+    ) {
+        match label.host {
+            VipHost::Ip(vip_ip) => {
+                // validate_backend_ip/3 with IPv6 enabled: same family only.
+                let same_family = |r: &Raw<'_>| r.ip.is_ipv4() == vip_ip.is_ipv4();
+                if !addrs.iter().any(same_family) {
+                    return;
+                }
+                let k = VipKey {
+                    protocol,
+                    ip: vip_ip,
+                    port: label.port,
+                };
+                self.ip_vips
+                    .entry(k)
+                    .or_default()
+                    .extend(addrs.into_iter().filter(same_family));
+            }
+            VipHost::Name(name) => {
+                let framework = self.framework_name(task);
+                let age = self.task_age(task);
+                let acc = self
+                    .named
+                    .entry((name, framework))
+                    .or_insert_with(|| NamedAcc {
+                        base: vip::vip_base_name(name, framework),
+                        age_ms: None,
+                        ports: BTreeMap::new(),
+                        first: None,
+                    });
+                if acc.base.is_none() {
+                    self.reject_task(task, key, value, RejectReason::BadFormat);
+                    return;
+                }
+                if addrs.is_empty() {
+                    return;
+                }
+                acc.age_ms = match (acc.age_ms, age) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                acc.first.get_or_insert((task, key, value));
+                acc.ports
+                    .entry((protocol, label.port))
+                    .or_default()
+                    .extend(addrs);
+            }
+        }
+    }
+
+    /// Allocates named VIPs and assembles every VIP, sorted by key.
+    fn finish_vips(
+        &mut self,
+        config: &Config,
+        prev: &Snapshot,
+    ) -> (Vec<Vip>, BTreeMap<NamedVipKey, super::snapshot::NamedVip>) {
+        let mut named_accs: Vec<(NamedVipKey, NamedAcc<'s>)> = self
+            .named
+            .drain()
+            .filter(|(_, acc)| acc.base.is_some() && !acc.ports.is_empty())
+            .map(|((name, framework), acc)| {
+                (
+                    NamedVipKey {
+                        name: name.to_string(),
+                        framework: framework.to_string(),
+                    },
+                    acc,
+                )
+            })
+            .collect();
+        named_accs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let requests = named_accs
+            .iter()
+            .filter_map(|(key, acc)| {
+                Some(vip::Request {
+                    key: key.clone(),
+                    base: acc.base.clone()?,
+                    age_ms: acc.age_ms,
+                    ipv6: acc.ports.values().flatten().any(|r| r.ip.is_ipv6()),
+                })
+            })
+            .collect();
+        let (named, failed) = vip::allocate(
+            requests,
+            &prev.named,
+            config.l4.vip_range,
+            config.l4.vip_range6,
+        );
+
+        let mut pending: BTreeMap<VipKey, PendingVip<'s>> = BTreeMap::new();
+        for (k, raws) in self.ip_vips.drain() {
+            pending.entry(k).or_default().raws.extend(raws);
+        }
+        for (key, acc) in named_accs {
+            if let Some((task, k, v)) = acc.first
+                && failed.iter().any(|(f, _)| *f == key)
+            {
+                self.reject_task(task, k, v, RejectReason::RangeExhausted);
+            }
+            let Some(nv) = named.get(&key) else {
+                continue;
+            };
+            for ((protocol, port), raws) in acc.ports {
+                let (v4, v6): (Vec<Raw<'s>>, Vec<Raw<'s>>) =
+                    raws.into_iter().partition(|r| r.ip.is_ipv4());
+                let mut file = |ip: IpAddr, raws: Vec<Raw<'s>>| {
+                    if raws.is_empty() {
+                        return;
+                    }
+                    let p = pending.entry(VipKey { protocol, ip, port }).or_default();
+                    p.label.get_or_insert_with(|| key.clone());
+                    p.name.get_or_insert_with(|| nv.fqdn.clone());
+                    p.raws.extend(raws);
+                };
+                file(IpAddr::V4(nv.ipv4), v4);
+                if let Some(ip6) = nv.ipv6 {
+                    file(IpAddr::V6(ip6), v6);
+                }
+            }
+        }
+        let vips = pending
+            .into_iter()
+            .filter_map(|(key, p)| {
+                let backends = finish_backends(key.protocol, p.raws);
+                (!backends.is_empty()).then_some(Vip {
+                    key,
+                    name: p.name,
+                    label: p.label,
+                    backends,
+                })
+            })
+            .collect();
+        (vips, named)
+    }
+
+    /// Marathon service ports, sorted by (service port, protocol, app id, port index).
+    fn services(&mut self) -> Vec<Service> {
+        let mut by_app: HashMap<&'s str, Vec<&'s Task>> = HashMap::new();
+        for task in self.state.tasks.values() {
+            if let Some(app_id) = task.app_id.as_deref()
+                && task_weight(task).is_some()
+            {
+                by_app.entry(app_id).or_default().push(task);
+            }
+        }
+        let mut services = Vec::new();
+        for app in self.state.apps.values() {
+            let tasks = by_app
+                .get(app.id.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            self.app_services(app, tasks, &mut services);
+        }
+        services.sort_unstable_by(|a, b| {
+            (a.service_port, a.protocol, &a.app_id, a.port_index).cmp(&(
+                b.service_port,
+                b.protocol,
+                &b.app_id,
+                b.port_index,
+            ))
+        });
+        services
+    }
+
+    fn app_services(&mut self, app: &App, tasks: &[&'s Task], out: &mut Vec<Service>) {
+        let n = app.service_ports.len().max(app.ports.len());
+        for index in 0..n {
+            let port_def = app.ports.get(index);
+            let declared = port_def
+                .and_then(|p| p.service_port)
+                .or_else(|| app.service_ports.get(index).copied());
+            let service_port = match labels::haproxy_port(&app.labels, index) {
+                Some(Ok(p)) => Some(p),
+                Some(Err(reason)) => {
+                    let key = labels::haproxy_port_key(index);
+                    let value = app.labels.get(&key).map(String::as_str).unwrap_or_default();
+                    self.reject(Some(&app.id), "", &key, value, reason);
+                    declared
+                }
+                None => declared,
+            };
+            let Some(service_port) = service_port.filter(|&p| p != 0) else {
+                continue;
+            };
+            let protocols = match port_def.map(|p| p.protocol.trim()) {
+                Some(p) if !p.is_empty() => PortProtocol::parse_list(p),
+                _ => vec![PortProtocol::Tcp],
+            };
+            let container_port = port_def.and_then(|p| p.container_port);
+            let raws: Vec<Raw<'s>> = tasks
+                .iter()
+                .filter_map(|&task| {
+                    let weight = task_weight(task)?;
+                    let agent_ip = self.agent_ip(task);
+                    let (ip, port) = match task.host_ports.get(index) {
+                        Some(&hp) => (agent_ip?, hp),
+                        None if task.host_ports.is_empty() => {
+                            (*task.netinfo_ips.first()?, container_port?)
+                        }
+                        None => return None,
+                    };
+                    Some(Raw {
+                        ip,
+                        port,
+                        weight,
+                        agent_ip,
+                        task,
+                    })
+                })
+                .collect();
+            for protocol in protocols {
+                let protocol = match protocol {
+                    PortProtocol::Tcp => Protocol::Tcp,
+                    PortProtocol::Udp => Protocol::Udp,
+                    PortProtocol::Other(_) => continue,
+                };
+                out.push(Service {
+                    app_id: app.id.clone(),
+                    port_index: index,
+                    service_port,
+                    protocol,
+                    backends: finish_backends(protocol, raws.clone()),
+                });
+            }
+        }
+    }
+}
+
+/// Sorts by (ip, port), keeps one backend per (ip, port) (the highest weight, then the smallest
+/// task id), and lifts an all-zero set to weight 1.
+fn finish_backends(protocol: Protocol, mut raws: Vec<Raw<'_>>) -> Vec<Backend> {
+    raws.sort_unstable_by(|a, b| {
+        (a.ip, a.port, Reverse(a.weight), &a.task.id).cmp(&(
+            b.ip,
+            b.port,
+            Reverse(b.weight),
+            &b.task.id,
+        ))
+    });
+    raws.dedup_by(|later, kept| later.ip == kept.ip && later.port == kept.port);
+    let all_draining = raws.iter().all(|r| r.weight == 0);
+    raws.into_iter()
+        .map(|r| Backend {
+            id: backend_id(protocol, r.ip, r.port),
+            ip: r.ip,
+            port: r.port,
+            weight: if all_draining { 1 } else { r.weight },
+            task_id: r.task.id.clone(),
+            app_id: r.task.app_id.clone(),
+            agent_ip: r.agent_ip,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::state::{Agent, AppPort, Framework, TaskPort};
+    use std::net::Ipv4Addr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test IP")
+    }
+
+    /// Agents a1 (10.0.0.1) and a2 (10.0.0.2), framework fw named `marathon`.
+    fn base_state() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.frameworks.insert(
+            "fw".into(),
+            Framework {
+                id: "fw".into(),
+                name: "marathon".into(),
+                ..Framework::default()
+            },
+        );
+        for (id, addr) in [("a1", "10.0.0.1"), ("a2", "10.0.0.2")] {
+            s.agents.insert(
+                id.into(),
+                Agent {
+                    id: id.into(),
+                    hostname: addr.into(),
+                    ip: Some(ip(addr)),
+                    port: Some(5051),
+                },
+            );
+        }
+        s
+    }
+
+    fn task(id: &str, agent: &str, state: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            name: id.into(),
+            framework_id: "fw".into(),
+            agent_id: agent.into(),
+            state,
+            ..Task::default()
+        }
+    }
+
+    fn port(
+        protocol: PortProtocol,
+        host_port: Option<u16>,
+        port: Option<u16>,
+        labels: &[(&str, &str)],
+    ) -> TaskPort {
+        TaskPort {
+            name: None,
+            protocol: Some(protocol),
+            port,
+            host_port,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn tcp_host(host_port: u16, labels: &[(&str, &str)]) -> TaskPort {
+        port(PortProtocol::Tcp, Some(host_port), None, labels)
+    }
+
+    fn add(s: &mut ClusterState, t: Task) {
+        s.tasks.insert(t.id.clone(), t);
+    }
+
+    fn build(s: ClusterState) -> Snapshot {
+        Snapshot::build(&Arc::new(s), &Config::default(), &Snapshot::empty())
+    }
+
+    fn vip_key(protocol: Protocol, addr: &str, port: u16) -> VipKey {
+        VipKey {
+            protocol,
+            ip: ip(addr),
+            port,
+        }
+    }
+
+    /// (ip, port, weight) of each backend of a VIP.
+    fn backends(snap: &Snapshot, key: &VipKey) -> Vec<(IpAddr, u16, u32)> {
+        snap.vip(key)
+            .unwrap_or_else(|| panic!("no VIP {key}"))
+            .backends
+            .iter()
+            .map(|b| (b.ip, b.port, b.weight))
+            .collect()
+    }
+
+    fn rejection(app: Option<&str>, task: &str, label: &str, reason: RejectReason) -> Rejection {
+        Rejection {
+            app_id: app.map(str::to_string),
+            task_id: task.into(),
+            label: label.into(),
+            reason,
+        }
+    }
+
+    #[test]
+    fn ip_vip_on_a_host_port_is_agent_ip_and_host_port() {
+        let mut s = base_state();
+        let mut t = task("t1", "a1", TaskState::Running);
+        t.netinfo_ips = vec![ip("9.0.1.29")];
+        t.ports = vec![tcp_host(12049, &[("VIP_0", "1.2.3.4:5000")])];
+        add(&mut s, t);
+        let snap = build(s);
+        let key = vip_key(Protocol::Tcp, "1.2.3.4", 5000);
+        assert_eq!(snap.vips.len(), 1);
+        assert_eq!(backends(&snap, &key), vec![(ip("10.0.0.1"), 12049, 1)]);
+        let v = snap.vip(&key).expect("vip");
+        assert_eq!(v.name, None);
+        assert_eq!(v.label, None);
+        let b = &v.backends[0];
+        assert_eq!(b.task_id, "t1");
+        assert_eq!(b.agent_ip, Some(ip("10.0.0.1")));
+        assert_eq!(b.id, backend_id(Protocol::Tcp, ip("10.0.0.1"), 12049));
+        assert_eq!(snap.version, 1);
+        assert!(snap.rejected.is_empty());
+    }
+
+    #[test]
+    fn container_ports_use_every_task_ip_or_the_agent_ip() {
+        let mut s = base_state();
+        let mut t1 = task("t1", "a1", TaskState::Running);
+        t1.netinfo_ips = vec![ip("9.0.1.29"), ip("9.0.1.30")];
+        t1.ports = vec![port(
+            PortProtocol::Tcp,
+            None,
+            Some(80),
+            &[("VIP_0", "1.2.3.4:80")],
+        )];
+        add(&mut s, t1);
+        let mut t2 = task("t2", "a2", TaskState::Running);
+        t2.ports = vec![port(
+            PortProtocol::Tcp,
+            None,
+            Some(8080),
+            &[("VIP_0", "1.2.3.4:80")],
+        )];
+        add(&mut s, t2);
+        let snap = build(s);
+        assert_eq!(
+            backends(&snap, &vip_key(Protocol::Tcp, "1.2.3.4", 80)),
+            vec![
+                (ip("9.0.1.29"), 80, 1),
+                (ip("9.0.1.30"), 80, 1),
+                (ip("10.0.0.2"), 8080, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn named_vips_get_their_fqdn_and_hashed_address() {
+        let mut s = base_state();
+        let mut t = task("t1", "a1", TaskState::Running);
+        t.ports = vec![tcp_host(31000, &[("VIP_0", "/grp/app:80")])];
+        add(&mut s, t);
+        let snap = build(s);
+        let key = NamedVipKey {
+            name: "/grp/app".into(),
+            framework: "marathon".into(),
+        };
+        let nv = &snap.named[&key];
+        // SHA-1 slot worked out in vip::tests: 11.201.44.61.
+        assert_eq!(nv.ipv4, Ipv4Addr::new(11, 201, 44, 61));
+        assert_eq!(nv.ipv6, None);
+        assert_eq!(nv.fqdn, "grpapp.marathon.l4lb.thisdcos.directory");
+        let vk = vip_key(Protocol::Tcp, "11.201.44.61", 80);
+        let v = snap.vip(&vk).expect("named vip");
+        assert_eq!(
+            v.name.as_deref(),
+            Some("grpapp.marathon.l4lb.thisdcos.directory")
+        );
+        assert_eq!(v.label.as_ref(), Some(&key));
+        assert_eq!(backends(&snap, &vk), vec![(ip("10.0.0.1"), 31000, 1)]);
+    }
+
+    #[test]
+    fn families_are_filtered_per_vip() {
+        let mut s = base_state();
+        let mut t = task("t1", "a1", TaskState::Running);
+        t.netinfo_ips = vec![ip("9.0.0.5"), ip("fd01:b::5")];
+        t.ports = vec![port(
+            PortProtocol::Udp,
+            None,
+            Some(53),
+            &[
+                ("VIP_0", "1.2.3.4:53"),
+                ("VIP_1", "fd01::1:53"),
+                ("vip_2", "/dns:53"),
+            ],
+        )];
+        add(&mut s, t);
+        let snap = build(s);
+        assert_eq!(
+            backends(&snap, &vip_key(Protocol::Udp, "1.2.3.4", 53)),
+            vec![(ip("9.0.0.5"), 53, 1)]
+        );
+        assert_eq!(
+            backends(&snap, &vip_key(Protocol::Udp, "fd01::1", 53)),
+            vec![(ip("fd01:b::5"), 53, 1)]
+        );
+        let nv = &snap.named[&NamedVipKey {
+            name: "/dns".into(),
+            framework: "marathon".into(),
+        }];
+        let v6 = nv.ipv6.expect("an IPv6 address for IPv6 backends");
+        assert!(
+            "fd01:c::/64"
+                .parse::<ipnet::Ipv6Net>()
+                .expect("net")
+                .contains(&v6)
+        );
+        assert_eq!(
+            backends(
+                &snap,
+                &VipKey {
+                    protocol: Protocol::Udp,
+                    ip: IpAddr::V4(nv.ipv4),
+                    port: 53
+                }
+            ),
+            vec![(ip("9.0.0.5"), 53, 1)]
+        );
+        assert_eq!(
+            backends(
+                &snap,
+                &VipKey {
+                    protocol: Protocol::Udp,
+                    ip: IpAddr::V6(v6),
+                    port: 53
+                }
+            ),
+            vec![(ip("fd01:b::5"), 53, 1)]
+        );
+        assert_eq!(snap.counts.vips, 4);
+        assert_eq!(snap.counts.backends, 4);
+    }
+
+    #[test]
+    fn an_ip_vip_without_backends_of_its_family_is_not_published() {
+        let mut s = base_state();
+        let mut t = task("t1", "a1", TaskState::Running);
+        t.ports = vec![tcp_host(31000, &[("VIP_0", "fd01::1:80")])];
+        add(&mut s, t);
+        let snap = build(s);
+        assert!(snap.vips.is_empty());
+        assert!(snap.rejected.is_empty());
+    }
+
+    #[test]
+    fn weights_drain_killing_and_unhealthy_tasks() {
+        let mut s = base_state();
+        let cases: [(&str, TaskState, Option<bool>, bool); 7] = [
+            ("t1-running", TaskState::Running, None, false),
+            ("t2-healthy", TaskState::Running, Some(true), true),
+            ("t3-unhealthy", TaskState::Running, Some(false), true),
+            ("t4-no-verdict", TaskState::Running, None, true),
+            ("t5-killing", TaskState::Killing, Some(true), false),
+            ("t6-staging", TaskState::Staging, None, false),
+            ("t7-killed", TaskState::Killed, None, false),
+        ];
+        for (i, (id, state, healthy, checked)) in cases.into_iter().enumerate() {
+            let mut t = task(id, "a1", state);
+            t.healthy = healthy;
+            t.has_health_check = checked;
+            t.ports = vec![tcp_host(31000 + i as u16, &[("VIP_0", "1.2.3.4:80")])];
+            add(&mut s, t);
+        }
+        let snap = build(s);
+        assert_eq!(
+            backends(&snap, &vip_key(Protocol::Tcp, "1.2.3.4", 80)),
+            vec![
+                (ip("10.0.0.1"), 31000, 1),
+                (ip("10.0.0.1"), 31001, 1),
+                (ip("10.0.0.1"), 31002, 0),
+                (ip("10.0.0.1"), 31003, 0),
+                (ip("10.0.0.1"), 31004, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_vip_whose_backends_all_drain_serves_with_all_of_them() {
+        let mut s = base_state();
+        let mut t1 = task("t1", "a1", TaskState::Killing);
+        t1.ports = vec![tcp_host(31000, &[("VIP_0", "1.2.3.4:80")])];
+        add(&mut s, t1);
+        let mut t2 = task("t2", "a2", TaskState::Running);
+        t2.healthy = Some(false);
+        t2.ports = vec![tcp_host(31001, &[("VIP_0", "1.2.3.4:80")])];
+        add(&mut s, t2);
+        let snap = build(s);
+        assert_eq!(
+            backends(&snap, &vip_key(Protocol::Tcp, "1.2.3.4", 80)),
+            vec![(ip("10.0.0.1"), 31000, 1), (ip("10.0.0.2"), 31001, 1)]
+        );
+    }
+
+    #[test]
+    fn duplicate_backends_keep_the_highest_weight() {
+        let mut s = base_state();
+        // Two tasks reporting the same agent port (a stale killing task and its replacement).
+        let mut old = task("t1", "a1", TaskState::Killing);
+        old.ports = vec![tcp_host(31000, &[("VIP_0", "1.2.3.4:80")])];
+        add(&mut s, old);
+        let mut new = task("t2", "a1", TaskState::Running);
+        new.ports = vec![tcp_host(
+            31000,
+            &[("VIP_0", "1.2.3.4:80"), ("VIP_1", "1.2.3.4:80")],
+        )];
+        add(&mut s, new);
+        let snap = build(s);
+        let v = snap
+            .vip(&vip_key(Protocol::Tcp, "1.2.3.4", 80))
+            .expect("vip");
+        assert_eq!(v.backends.len(), 1);
+        assert_eq!(v.backends[0].weight, 1);
+        assert_eq!(v.backends[0].task_id, "t2");
+    }
+
+    #[test]
+    fn legacy_vip_port_labels_use_the_task_host_ports() {
+        let mut s = base_state();
+        let mut t = task("t1", "a1", TaskState::Running);
+        t.app_id = Some("/app".into());
+        t.host_ports = vec![31000, 31001];
+        t.labels = vec![
+            ("vip_PORT1".into(), "udp://1.2.3.4:5000".into()),
+            ("VIP_PORT2".into(), "tcp://1.2.3.5:5000".into()),
+            ("vip_port0".into(), "merp:5000".into()),
+        ];
+        add(&mut s, t);
+        let snap = build(s);
+        assert_eq!(
+            backends(&snap, &vip_key(Protocol::Udp, "1.2.3.4", 5000)),
+            vec![(ip("10.0.0.1"), 31001, 1)]
+        );
+        assert_eq!(snap.vips.len(), 1);
+        assert_eq!(
+            snap.rejected,
+            vec![
+                rejection(
+                    Some("/app"),
+                    "t1",
+                    "VIP_PORT2=tcp://1.2.3.5:5000",
+                    RejectReason::BadPortIndex
+                ),
+                rejection(
+                    Some("/app"),
+                    "t1",
+                    "vip_port0=merp:5000",
+                    RejectReason::BadFormat
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_labels_are_rejected_one_by_one() {
+        let mut s = base_state();
+        let mut t = task("t1", "a1", TaskState::Running);
+        t.ports = vec![
+            tcp_host(
+                31000,
+                &[
+                    ("Vip_0", "not a vip"),
+                    ("VIP_0", "foo"),
+                    ("VIP_1", "1.2.3.4:70000"),
+                    ("VIP_2", "/name:abc"),
+                    ("VIP_3", "/:80"),
+                    ("VIP_4", "1.2.3.4:80"),
+                    ("network-scope", "host"),
+                ],
+            ),
+            port(
+                PortProtocol::Other("sctp".into()),
+                Some(31001),
+                None,
+                &[("VIP_0", "1.2.3.4:81")],
+            ),
+        ];
+        add(&mut s, t);
+        // A second task with the same bad label: one rejection each.
+        let mut t2 = task("t2", "a1", TaskState::Running);
+        t2.ports = vec![tcp_host(31002, &[("VIP_0", "foo")])];
+        add(&mut s, t2);
+        let snap = build(s);
+        assert_eq!(
+            backends(&snap, &vip_key(Protocol::Tcp, "1.2.3.4", 80)),
+            vec![(ip("10.0.0.1"), 31000, 1)]
+        );
+        assert_eq!(snap.vips.len(), 1);
+        assert_eq!(
+            snap.rejected,
+            vec![
+                rejection(
+                    None,
+                    "t1",
+                    "VIP_0=1.2.3.4:81",
+                    RejectReason::UnknownProtocol
+                ),
+                rejection(None, "t1", "VIP_0=foo", RejectReason::BadFormat),
+                rejection(None, "t1", "VIP_1=1.2.3.4:70000", RejectReason::BadPort),
+                rejection(None, "t1", "VIP_2=/name:abc", RejectReason::BadPort),
+                rejection(None, "t1", "VIP_3=/:80", RejectReason::BadFormat),
+                rejection(None, "t2", "VIP_0=foo", RejectReason::BadFormat),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejections_are_deduplicated() {
+        let mut s = base_state();
+        let mut t = task("t1", "a1", TaskState::Running);
+        t.ports = vec![
+            tcp_host(31000, &[("VIP_0", "foo")]),
+            tcp_host(31001, &[("VIP_0", "foo")]),
+        ];
+        add(&mut s, t);
+        let snap = build(s);
+        assert_eq!(
+            snap.rejected,
+            vec![rejection(None, "t1", "VIP_0=foo", RejectReason::BadFormat)]
+        );
+    }
+
+    /// One app `/web` with two port definitions (tcp 10000, udp,tcp 10001) and a third without
+    /// a service port; task t1 on a1 with host ports, t2 IP-per-task, t3 staging.
+    fn web_state() -> ClusterState {
+        let mut s = base_state();
+        let app = App {
+            id: "/web".into(),
+            version_ms: Some(1000),
+            ports: vec![
+                AppPort {
+                    protocol: "tcp".into(),
+                    container_port: Some(80),
+                    service_port: Some(10000),
+                    ..AppPort::default()
+                },
+                AppPort {
+                    protocol: "udp,tcp".into(),
+                    container_port: Some(53),
+                    service_port: Some(10001),
+                    ..AppPort::default()
+                },
+                AppPort {
+                    protocol: "tcp".into(),
+                    service_port: Some(0),
+                    ..AppPort::default()
+                },
+            ],
+            ..App::default()
+        };
+        s.apps.insert(app.id.clone(), app);
+        let mut t1 = task("web.1", "a1", TaskState::Running);
+        t1.app_id = Some("/web".into());
+        t1.host_ports = vec![31000, 31001, 31002];
+        add(&mut s, t1);
+        let mut t2 = task("web.2", "a2", TaskState::Running);
+        t2.app_id = Some("/web".into());
+        t2.netinfo_ips = vec![ip("9.0.0.7")];
+        t2.healthy = Some(false);
+        add(&mut s, t2);
+        let mut t3 = task("web.3", "a2", TaskState::Staging);
+        t3.app_id = Some("/web".into());
+        t3.host_ports = vec![31005, 31006, 31007];
+        add(&mut s, t3);
+        s
+    }
+
+    type ServiceView = (u16, Protocol, usize, Vec<(IpAddr, u16, u32)>);
+
+    fn service_view(snap: &Snapshot) -> Vec<ServiceView> {
+        snap.services
+            .iter()
+            .map(|s| {
+                (
+                    s.service_port,
+                    s.protocol,
+                    s.port_index,
+                    s.backends
+                        .iter()
+                        .map(|b| (b.ip, b.port, b.weight))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn services_per_app_port_and_protocol() {
+        let snap = build(web_state());
+        assert_eq!(
+            service_view(&snap),
+            vec![
+                (
+                    10000,
+                    Protocol::Tcp,
+                    0,
+                    vec![(ip("9.0.0.7"), 80, 0), (ip("10.0.0.1"), 31000, 1)]
+                ),
+                (
+                    10001,
+                    Protocol::Tcp,
+                    1,
+                    vec![(ip("9.0.0.7"), 53, 0), (ip("10.0.0.1"), 31001, 1)]
+                ),
+                (
+                    10001,
+                    Protocol::Udp,
+                    1,
+                    vec![(ip("9.0.0.7"), 53, 0), (ip("10.0.0.1"), 31001, 1)]
+                ),
+            ]
+        );
+        assert_eq!(
+            snap.counts,
+            Counts {
+                apps: 1,
+                tasks: 3,
+                services: 3,
+                backends: 6,
+                vips: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn haproxy_port_labels_override_the_service_port() {
+        let mut s = web_state();
+        let app = s.apps.get_mut("/web").expect("app");
+        app.labels.insert("HAPROXY_0_PORT".into(), "9000".into());
+        app.labels.insert("HAPROXY_1_PORT".into(), "nope".into());
+        app.labels.insert("HAPROXY_2_PORT".into(), "9002".into());
+        let snap = build(s);
+        let ports: Vec<(u16, Protocol, usize)> = snap
+            .services
+            .iter()
+            .map(|s| (s.service_port, s.protocol, s.port_index))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                (9000, Protocol::Tcp, 0),
+                (9002, Protocol::Tcp, 2),
+                (10001, Protocol::Tcp, 1),
+                (10001, Protocol::Udp, 1),
+            ]
+        );
+        // Port index 2 has no container port: only the host-port task is a backend.
+        assert_eq!(snap.services[1].backends.len(), 1);
+        assert_eq!(
+            snap.rejected,
+            vec![rejection(
+                Some("/web"),
+                "",
+                "HAPROXY_1_PORT=nope",
+                RejectReason::BadPort
+            )]
+        );
+    }
+
+    #[test]
+    fn build_is_deterministic_and_versions_follow_prev() {
+        let mut s = web_state();
+        for i in 0..50u16 {
+            let mut t = task(
+                &format!("x{i:02}"),
+                if i % 2 == 0 { "a1" } else { "a2" },
+                TaskState::Running,
+            );
+            t.app_id = Some("/web".into());
+            t.started_ms = Some(i64::from(i));
+            t.host_ports = vec![32000 + i];
+            t.ports = vec![tcp_host(
+                32000 + i,
+                &[
+                    ("VIP_0", &format!("/svc-{}:80", i % 7)),
+                    ("VIP_1", "1.2.3.4:80"),
+                ],
+            )];
+            add(&mut s, t);
+        }
+        let state = Arc::new(s);
+        let config = Config::default();
+        let a = Snapshot::build(&state, &config, &Snapshot::empty());
+        let b = Snapshot::build(&state, &config, &Snapshot::empty());
+        let c = Snapshot::build(&state, &config, &a);
+        assert_eq!(a.version, 1);
+        assert_eq!(c.version, 2);
+        for other in [&b, &c] {
+            assert_eq!(a.vips, other.vips);
+            assert_eq!(a.named, other.named);
+            assert_eq!(a.services, other.services);
+            assert_eq!(a.rejected, other.rejected);
+            assert_eq!(a.counts, other.counts);
+        }
+        assert_eq!(a.named.len(), 7);
+        let mut keys: Vec<VipKey> = a.vips.iter().map(|v| v.key).collect();
+        keys.sort();
+        assert_eq!(keys, a.vips.iter().map(|v| v.key).collect::<Vec<_>>());
+        assert!(a.vips.iter().all(|v| {
+            v.backends
+                .windows(2)
+                .all(|w| (w[0].ip, w[0].port) < (w[1].ip, w[1].port))
+        }));
+    }
+
+    #[test]
+    fn named_vip_age_is_the_app_version_or_the_earliest_start() {
+        let mut s = web_state();
+        let mut t = task("m1", "a1", TaskState::Running);
+        t.app_id = Some("/web".into());
+        t.started_ms = Some(5);
+        t.ports = vec![tcp_host(31000, &[("VIP_0", "/a:80")])];
+        add(&mut s, t);
+        for (id, started) in [("n1", 700), ("n2", 300)] {
+            let mut t = task(id, "a2", TaskState::Running);
+            t.started_ms = Some(started);
+            t.ports = vec![tcp_host(31000, &[("VIP_0", "/b:80")])];
+            add(&mut s, t);
+        }
+        let snap = build(s);
+        let age = |n: &str| {
+            snap.named[&NamedVipKey {
+                name: n.into(),
+                framework: "marathon".into(),
+            }]
+                .age_ms
+        };
+        assert_eq!(age("/a"), Some(1000));
+        assert_eq!(age("/b"), Some(300));
+    }
+
+    #[test]
+    fn a_live_named_vip_keeps_its_address_across_builds() {
+        let config = Config::default();
+        // Build 1: only /b exists.
+        let mut s = base_state();
+        let mut tb = task("tb", "a1", TaskState::Running);
+        tb.started_ms = Some(100);
+        tb.ports = vec![tcp_host(31000, &[("VIP_0", "/b:80")])];
+        add(&mut s, tb.clone());
+        let first = Snapshot::build(&Arc::new(s.clone()), &config, &Snapshot::empty());
+        let key_b = NamedVipKey {
+            name: "/b".into(),
+            framework: "marathon".into(),
+        };
+        let b_ip = first.named[&key_b].ipv4;
+        // Build 2: pretend the previous allocation put /b somewhere else in range; it stays there.
+        let mut prev = first.clone();
+        prev.named.get_mut(&key_b).expect("b").ipv4 = Ipv4Addr::new(11, 0, 0, 9);
+        let mut ta = task("ta", "a2", TaskState::Running);
+        ta.started_ms = Some(1);
+        ta.ports = vec![tcp_host(31000, &[("VIP_0", "/a:80")])];
+        add(&mut s, ta);
+        let second = Snapshot::build(&Arc::new(s), &config, &prev);
+        assert_eq!(second.named[&key_b].ipv4, Ipv4Addr::new(11, 0, 0, 9));
+        assert!(
+            second
+                .vip(&vip_key(Protocol::Tcp, "11.0.0.9", 80))
+                .is_some()
+        );
+        assert_ne!(b_ip, Ipv4Addr::new(11, 0, 0, 9));
+        // With no backends left the name is released.
+        let third = Snapshot::build(&Arc::new(base_state()), &config, &second);
+        assert!(third.named.is_empty());
+        assert!(third.vips.is_empty());
+    }
+
+    #[test]
+    fn an_exhausted_range_rejects_the_youngest_name() {
+        let mut config = Config::default();
+        config.l4.vip_range = "10.9.9.0/30".parse().expect("net");
+        let mut s = base_state();
+        for (i, name) in ["/a", "/b", "/c"].into_iter().enumerate() {
+            let mut t = task(&format!("t{i}"), "a1", TaskState::Running);
+            t.started_ms = Some(i as i64);
+            t.ports = vec![tcp_host(
+                31000 + i as u16,
+                &[("VIP_0", &format!("{name}:80"))],
+            )];
+            add(&mut s, t);
+        }
+        let snap = Snapshot::build(&Arc::new(s), &config, &Snapshot::empty());
+        assert_eq!(snap.named.len(), 2);
+        assert_eq!(snap.vips.len(), 2);
+        assert_eq!(
+            snap.rejected,
+            vec![rejection(
+                None,
+                "t2",
+                "VIP_0=/c:80",
+                RejectReason::RangeExhausted
+            )]
+        );
+    }
+
+    #[test]
+    fn framework_name_scopes_named_vips() {
+        let mut s = base_state();
+        s.frameworks.insert(
+            "fw2".into(),
+            Framework {
+                id: "fw2".into(),
+                name: "My_Framework".into(),
+                ..Framework::default()
+            },
+        );
+        let mut t1 = task("t1", "a1", TaskState::Running);
+        t1.ports = vec![tcp_host(31000, &[("VIP_0", "merp:5000")])];
+        add(&mut s, t1);
+        let mut t2 = task("t2", "a1", TaskState::Running);
+        t2.framework_id = "fw2".into();
+        t2.ports = vec![tcp_host(31001, &[("VIP_0", "merp:5000")])];
+        add(&mut s, t2);
+        let snap = build(s);
+        let fqdns: Vec<&str> = snap.named.values().map(|n| n.fqdn.as_str()).collect();
+        assert_eq!(
+            fqdns,
+            vec![
+                "merp.my-framework.l4lb.thisdcos.directory",
+                "merp.marathon.l4lb.thisdcos.directory"
+            ]
+        );
+        assert_eq!(snap.vips.len(), 2);
+        assert!(snap.vips.iter().all(|v| v.backends.len() == 1));
+    }
+
+    #[test]
+    fn backend_ids_are_stable_and_distinct() {
+        let a = backend_id(Protocol::Tcp, ip("10.0.0.1"), 80);
+        assert_eq!(a, backend_id(Protocol::Tcp, ip("10.0.0.1"), 80));
+        assert_ne!(a, backend_id(Protocol::Udp, ip("10.0.0.1"), 80));
+        assert_ne!(a, backend_id(Protocol::Tcp, ip("10.0.0.1"), 81));
+        assert_ne!(a, backend_id(Protocol::Tcp, ip("::ffff:10.0.0.1"), 80));
+        // FNV-1a 64 of [6, 10, 0, 0, 1, 0, 80], computed independently.
+        assert_eq!(a, BackendId(0xb8b5_fece_7a4c_9900));
     }
 }
