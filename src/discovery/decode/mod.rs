@@ -1,0 +1,569 @@
+//! Decoders: upstream JSON → [`ClusterState`].
+//!
+//! Owns the translation of four upstream answers into the normalised contract of
+//! `model::state` (see its doc comments):
+//! - Marathon `GET /v2/apps?embed=apps.tasks` ([`marathon_apps`], module `marathon`);
+//! - Mesos master `GET /master/state` ([`mesos_state`]), agent `GET /slave(1)/state`
+//!   ([`mesos_agent_state`]) and the v1 operator API `GET_STATE` answer
+//!   ([`mesos_operator_state`]), module `mesos`;
+//! - [`detect`], which tells them apart by content (for `discovery.file`).
+//!
+//! May import `model` types only; does no I/O and never resolves DNS. Port handling follows
+//! dcos-net's `dcos_net_mesos_listener` (see `mesos.rs` for the exact rules).
+//!
+//! Robustness: a body that is not JSON, or whose top-level shape is wrong (`apps` not an array,
+//! `frameworks` not an array, ...) is a [`DecodeError`]. Below the top level every field is decoded
+//! leniently (the wrappers in this file): a single malformed app, task or port is skipped with a
+//! `tracing::warn!` naming it, unknown fields are ignored, and nothing here panics on input.
+
+mod marathon;
+mod mesos;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::model::ClusterState;
+use crate::model::state::{PortProtocol, TaskPort, TaskState};
+
+pub use marathon::marathon_apps;
+pub use mesos::{mesos_agent_state, mesos_operator_state, mesos_state};
+
+/// A response that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is empty or only whitespace.
+    #[error("empty response body")]
+    Empty,
+    /// The body is not JSON (syntax error, truncated, trailing garbage, HTML error page, ...).
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The body is JSON but its top-level shape is not the expected one (`apps` not an array, ...).
+    #[error("unexpected JSON shape at `{path}`: {source}")]
+    Shape {
+        /// Dotted path of the offending value (`apps`, `get_state.get_tasks.tasks`, `.` = top level).
+        path: String,
+        source: serde_json::Error,
+    },
+    /// The body is a JSON object without the field that makes it the expected answer.
+    #[error("not a {expected} response: no `{field}` field")]
+    MissingField {
+        expected: &'static str,
+        field: &'static str,
+    },
+    /// [`detect`] recognised none of the supported shapes.
+    #[error(
+        "neither a Marathon /v2/apps nor a Mesos /master/state, agent /state or operator GET_STATE response"
+    )]
+    UnknownShape,
+}
+
+/// Detects the shape by content and decodes it:
+/// - `{"apps": [...]}` or `{"app": {...}}` → [`marathon_apps`];
+/// - `{"get_state": ...}`, `{"type": "GET_STATE", ...}` or a `SUBSCRIBED` event →
+///   [`mesos_operator_state`];
+/// - `{"frameworks": ...}` from an agent (`pid` `slave(1)@…`, or no `slaves` but a
+///   `master_hostname`) → [`mesos_agent_state`];
+/// - any other `{"frameworks": ...}` → [`mesos_state`].
+pub fn detect(body: &[u8]) -> Result<ClusterState, DecodeError> {
+    let probe: Probe = parse(body)?;
+    if probe.apps.is_some() || probe.app.is_some() {
+        return marathon_apps(body);
+    }
+    let kind = probe.r#type.ok().map(String::as_str);
+    if probe.get_state.is_some()
+        || probe.subscribed.is_some()
+        || matches!(kind, Some("GET_STATE" | "SUBSCRIBED"))
+    {
+        return mesos_operator_state(body);
+    }
+    if probe.frameworks.is_some() {
+        let agent_pid = probe.pid.ok().is_some_and(|pid| pid.starts_with("slave"));
+        if agent_pid || (probe.slaves.is_none() && probe.master_hostname.is_some()) {
+            return mesos_agent_state(body);
+        }
+        return mesos_state(body);
+    }
+    Err(DecodeError::UnknownShape)
+}
+
+/// The top-level keys [`detect`] looks at; values other than `type` and `pid` are skipped unread.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    apps: Option<IgnoredAny>,
+    #[serde(default)]
+    app: Option<IgnoredAny>,
+    #[serde(default)]
+    frameworks: Option<IgnoredAny>,
+    #[serde(default)]
+    slaves: Option<IgnoredAny>,
+    #[serde(default)]
+    master_hostname: Option<IgnoredAny>,
+    #[serde(default)]
+    get_state: Option<IgnoredAny>,
+    #[serde(default)]
+    subscribed: Option<IgnoredAny>,
+    #[serde(default)]
+    r#type: Val<String>,
+    #[serde(default)]
+    pid: Val<String>,
+}
+
+/// Parses a whole body into `T`, telling syntax errors ([`DecodeError::Json`]) from shape errors
+/// ([`DecodeError::Shape`], with the path of the offending value).
+pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(DecodeError::Empty);
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            DecodeError::Shape {
+                path,
+                source: inner,
+            }
+        } else {
+            DecodeError::Json(inner)
+        }
+    })?;
+    de.end()?;
+    Ok(value)
+}
+
+// === shared normalisation helpers ===
+
+/// Parses a libprocess PID (`slave(1)@10.0.1.248:5051`, `master@[fd01::1]:5050`) into IP and port.
+/// Either part is `None` when it does not parse.
+pub(super) fn parse_pid(pid: &str) -> (Option<IpAddr>, Option<u16>) {
+    let addr = pid.rsplit_once('@').map_or(pid, |(_, a)| a);
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (h, p.parse::<u16>().ok()),
+        _ => (addr, None),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host.parse::<IpAddr>().ok(), port)
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time (`2017-07-19T17:34:41.967Z`).
+pub(super) fn rfc3339_ms(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(s.trim()).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
+/// Milliseconds since the epoch of a Mesos status timestamp (seconds, as a float).
+pub(super) fn seconds_to_ms(s: f64) -> Option<i64> {
+    let ms = (s * 1000.0).round();
+    // i64 covers ±292 million years; reject NaN, infinities and absurd values.
+    (ms.is_finite() && ms.abs() < 9.0e15).then_some(ms as i64)
+}
+
+/// dcos-net `handle_port_scope`: `network-scope=host` puts a discovery port's number into
+/// `host_port`, `container` (or no label) into `port`. Returns `true` for host scope.
+pub(super) fn is_host_scope(labels: &[(String, String)]) -> bool {
+    labels
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "network-scope")
+        .is_some_and(|(_, v)| v.eq_ignore_ascii_case("host"))
+}
+
+/// One `TaskPort` per protocol of `protocol` (`udp,tcp` → two); `None` → one port without a
+/// protocol.
+pub(super) fn ports_per_protocol(protocol: Option<&str>, template: TaskPort) -> Vec<TaskPort> {
+    match protocol {
+        None => vec![template],
+        Some(p) => PortProtocol::parse_list(p)
+            .into_iter()
+            .map(|proto| TaskPort {
+                protocol: Some(proto),
+                ..template.clone()
+            })
+            .collect(),
+    }
+}
+
+/// Appends to `into` the labels of `from` that it lacks (dcos-net unions the VIP labels; we keep
+/// all labels, each `(key, value)` pair once).
+fn union_labels(into: &mut Vec<(String, String)>, from: &[(String, String)]) {
+    for l in from {
+        if !into.contains(l) {
+            into.push(l.clone());
+        }
+    }
+}
+
+/// dcos-net `match_task_port`: same protocol, and the same `port` or the same `host_port`.
+fn ports_match(a: &TaskPort, b: &TaskPort) -> bool {
+    a.protocol == b.protocol
+        && ((a.port.is_some() && a.port == b.port)
+            || (a.host_port.is_some() && a.host_port == b.host_port))
+}
+
+/// dcos-net `merge_task_ports`: each port mapping is merged into the first discovery port it
+/// matches (the mapping's numbers win, names fall back to the discovery port's, labels are united),
+/// or appended when none matches. Discovery ports keep their order; unmatched mappings follow.
+pub(super) fn merge_task_ports(mappings: Vec<TaskPort>, discovery: Vec<TaskPort>) -> Vec<TaskPort> {
+    let mut out = discovery;
+    for m in mappings {
+        match out.iter_mut().find(|p| ports_match(&m, p)) {
+            Some(p) => {
+                p.port = m.port.or(p.port);
+                p.host_port = m.host_port.or(p.host_port);
+                p.name = m.name.or(p.name.take());
+                union_labels(&mut p.labels, &m.labels);
+            }
+            None => out.push(m),
+        }
+    }
+    out
+}
+
+/// dcos-net `merge_host_ports`: for a running (or killing) task whose only IP is its agent's IP,
+/// a host port and a container port are the same socket, so every `host_port` moves into `port`
+/// and ports with the same (protocol, port) merge (the first one's name wins, labels are united).
+/// The result is sorted by (protocol, port). Other tasks' ports are returned unchanged.
+pub(super) fn merge_host_ports(
+    state: &TaskState,
+    task_ips: &[IpAddr],
+    agent_ip: Option<IpAddr>,
+    ports: Vec<TaskPort>,
+) -> Vec<TaskPort> {
+    let live = matches!(state, TaskState::Running | TaskState::Killing);
+    let only_agent_ip = match (task_ips, agent_ip) {
+        ([ip], Some(agent)) => *ip == agent,
+        _ => false,
+    };
+    if !live || !only_agent_ip {
+        return ports;
+    }
+    let mut out: Vec<TaskPort> = Vec::with_capacity(ports.len());
+    for mut p in ports {
+        if let Some(hp) = p.host_port.take() {
+            p.port = Some(hp);
+        }
+        match out
+            .iter_mut()
+            .find(|q| q.protocol == p.protocol && q.port == p.port)
+        {
+            Some(q) => {
+                if q.name.is_none() {
+                    q.name = p.name;
+                }
+                union_labels(&mut q.labels, &p.labels);
+            }
+            None => out.push(p),
+        }
+    }
+    out.sort_by(|a, b| (&a.protocol, a.port).cmp(&(&b.protocol, b.port)));
+    out
+}
+
+/// A short rendering of a rejected JSON value for warnings.
+fn describe(v: &serde_json::Value) -> String {
+    let mut s = v.to_string();
+    if s.len() > 64 {
+        let mut cut = 61;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+// === lenient field wrappers ===
+
+/// The scalar `visit_*` methods of a lenient visitor: each yields `$bad("a …")`.
+macro_rules! scalar_visits {
+    ($bad:path) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($bad("a boolean"))
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($bad("a number"))
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($bad("a number"))
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($bad("a number"))
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($bad("a string"))
+        }
+    };
+}
+
+/// A leaf field: the JSON value is buffered and converted to `T`; `null` or a missing field is
+/// [`Val::Absent`], a value that does not convert (wrong type, `70000` for a `u16`) is
+/// [`Val::Bad`] with a short rendering of it. Never fails.
+#[derive(Debug, Clone)]
+pub(super) enum Val<T> {
+    Absent,
+    Ok(T),
+    Bad(String),
+}
+
+impl<T> Default for Val<T> {
+    fn default() -> Self {
+        Val::Absent
+    }
+}
+
+impl<T> Val<T> {
+    pub(super) fn ok(&self) -> Option<&T> {
+        match self {
+            Val::Ok(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl<T: Copy> Val<T> {
+    pub(super) fn get(&self) -> Option<T> {
+        self.ok().copied()
+    }
+}
+
+impl Val<String> {
+    pub(super) fn str(&self) -> Option<&str> {
+        self.ok().map(String::as_str)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Val<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        if v.is_null() {
+            return Ok(Val::Absent);
+        }
+        Ok(match T::deserialize(&v) {
+            Ok(t) => Val::Ok(t),
+            Err(_) => Val::Bad(describe(&v)),
+        })
+    }
+}
+
+/// An object field decoded in place (no buffering) into `T`, whose own fields must all be lenient.
+/// `null`/missing is [`Obj::Absent`]; a non-object is [`Obj::Bad`] naming what it was.
+#[derive(Debug, Clone)]
+pub(super) enum Obj<T> {
+    Absent,
+    Ok(T),
+    Bad(&'static str),
+}
+
+impl<T> Default for Obj<T> {
+    fn default() -> Self {
+        Obj::Absent
+    }
+}
+
+impl<T> Obj<T> {
+    pub(super) fn ok(&self) -> Option<&T> {
+        match self {
+            Obj::Ok(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_ok(&self) -> bool {
+        matches!(self, Obj::Ok(_))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjVisitor(PhantomData))
+    }
+}
+
+struct ObjVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+    type Value = Obj<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Obj::Ok)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Obj<T>, E> {
+        Ok(Obj::Absent)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Obj<T>, E> {
+        Ok(Obj::Absent)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Obj<T>, A::Error> {
+        drain_seq(seq)?;
+        Ok(Obj::Bad("an array"))
+    }
+
+    scalar_visits!(Obj::Bad);
+}
+
+/// An array field decoded in place; each element is a lenient `T` (`Obj<_>` or `Val<_>`).
+/// `null`/missing is empty; a non-array is empty with `bad` naming what it was.
+#[derive(Debug, Clone)]
+pub(super) struct List<T> {
+    pub(super) items: Vec<T>,
+    pub(super) bad: Option<&'static str>,
+}
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List {
+            items: Vec::new(),
+            bad: None,
+        }
+    }
+}
+
+impl<T> List<T> {
+    pub(super) fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.items.iter()
+    }
+
+    fn bad(what: &'static str) -> Self {
+        List {
+            items: Vec::new(),
+            bad: Some(what),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ListVisitor(PhantomData))
+    }
+}
+
+struct ListVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
+    type Value = List<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List<T>, A::Error> {
+        // The size hint comes from the input: cap it so a lying hint cannot reserve much.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element::<T>()? {
+            items.push(item);
+        }
+        Ok(List { items, bad: None })
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<List<T>, E> {
+        Ok(List::default())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<List<T>, E> {
+        Ok(List::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<List<T>, A::Error> {
+        drain_map(map)?;
+        Ok(List::bad("an object"))
+    }
+
+    scalar_visits!(List::bad);
+}
+
+/// A Mesos identifier: a plain string (`/master/state`: `"framework_id": "…-0000"`) or a v1
+/// operator API object (`"framework_id": {"value": "…-0000"}`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct MesosId(pub(super) Option<String>);
+
+impl<'de> Deserialize<'de> for MesosId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MesosIdVisitor)
+    }
+}
+
+struct MesosIdVisitor;
+
+impl<'de> Visitor<'de> for MesosIdVisitor {
+    type Value = MesosId;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an object with a string `value`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<MesosId, E> {
+        Ok(MesosId(Some(v.to_string())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<MesosId, E> {
+        Ok(MesosId(Some(v)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MesosId, A::Error> {
+        let mut id = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "value" {
+                if let Val::Ok(v) = map.next_value::<Val<String>>()? {
+                    id = Some(v);
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(MesosId(id))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MesosId, A::Error> {
+        drain_seq(seq)?;
+        Ok(MesosId(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<MesosId, E> {
+        Ok(MesosId(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<MesosId, E> {
+        Ok(MesosId(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<MesosId, E> {
+        Ok(MesosId(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<MesosId, E> {
+        Ok(MesosId(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<MesosId, E> {
+        Ok(MesosId(None))
+    }
+}
+
+fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
