@@ -1101,15 +1101,348 @@ mod tests {
         std::fs::read(&full).unwrap_or_else(|e| panic!("reading {full}: {e}"))
     }
 
-    #[test]
-    fn dump() {
-        for f in [
-            "mesos-master/overlay.json",
-            "mesos-master/docker.json",
-            "mesos-agent/ucr-bridge-mode.json",
-        ] {
-            let s = mesos_state(&fixture(f)).unwrap();
-            println!("{f}: {:#?}", s);
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test IP literal")
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn tcp(port: Option<u16>, host_port: Option<u16>) -> TaskPort {
+        TaskPort {
+            protocol: Some(crate::model::state::PortProtocol::Tcp),
+            port,
+            host_port,
+            ..TaskPort::default()
         }
+    }
+
+    #[test]
+    fn overlay_docker_user_network_task() {
+        let s = mesos_state(&fixture("mesos-master/overlay.json")).expect("decodes");
+        assert_eq!(s.kind, StateKind::Mesos);
+        let t = &s.tasks["http-1.57d78934-81b7-11e6-a58a-36c411325d20"];
+        assert_eq!(t.name, "http-1");
+        assert_eq!(t.state, TaskState::Running);
+        assert_eq!(t.framework_id, "c17b14a7-c3d1-4dcf-920a-685b85b2ed67-0000");
+        assert_eq!(s.framework_name(t), "marathon");
+        assert_eq!(t.agent_id, "c17b14a7-c3d1-4dcf-920a-685b85b2ed67-S0");
+        assert_eq!(s.agent_ip(t), Some(ip("10.0.1.248")));
+        assert_eq!(t.netinfo_ips, vec![ip("9.0.1.130")]);
+        assert_eq!(t.docker_ip, Some(ip("9.0.1.130")));
+        assert_eq!(t.mesos_ip, None);
+        assert_eq!(t.started_ms, Some(1_474_653_525_766));
+        assert_eq!(t.healthy, None);
+        assert!(!t.has_health_check);
+        assert!(t.host_ports.is_empty());
+        assert_eq!(
+            t.ports,
+            vec![TaskPort {
+                name: Some("http".into()),
+                labels: labels(&[("VIP_0", "1.2.3.4:5000"), ("network-scope", "container")]),
+                ..tcp(Some(80), None)
+            }]
+        );
+        let d = t.discovery.as_ref().expect("discovery info");
+        assert_eq!(d.name.as_deref(), Some("http-1"));
+        assert_eq!(d.visibility.as_deref(), Some("FRAMEWORK"));
+        assert_eq!(d.ports.len(), 1);
+        assert_eq!(d.ports[0].number, 80);
+        assert_eq!(d.ports[0].protocol, "tcp");
+
+        // The finished host-network task: discovery ports without a scope label stay `port`.
+        let b = &s.tasks["http-bridge.7c107465-81b7-11e6-a58a-36c411325d20"];
+        assert_eq!(b.state, TaskState::Finished);
+        assert_eq!(b.host_ports, vec![20839, 20840]);
+        assert_eq!(b.started_ms, Some(1_474_653_575_018));
+        assert_eq!(
+            b.ports,
+            vec![
+                TaskPort {
+                    name: Some("http".into()),
+                    labels: labels(&[("VIP_0", "http-bridge:80")]),
+                    ..tcp(Some(20839), None)
+                },
+                TaskPort {
+                    name: Some("https".into()),
+                    ..tcp(Some(20840), None)
+                },
+            ]
+        );
+
+        assert_eq!(s.frameworks.len(), 2);
+        let m = &s.frameworks["c17b14a7-c3d1-4dcf-920a-685b85b2ed67-0000"];
+        assert_eq!(
+            (m.pid_ip, m.pid_port),
+            (Some(ip("10.0.7.247")), Some(40733))
+        );
+        assert_eq!(
+            s.leader,
+            Some(Master {
+                hostname: "10.0.7.247".into(),
+                ip: Some(ip("10.0.7.247")),
+                port: 5050
+            })
+        );
+    }
+
+    #[test]
+    fn docker_bridge_port_mappings_and_legacy_vip_label() {
+        let s = mesos_state(&fixture("mesos-master/docker.json")).expect("decodes");
+        assert_eq!(s.tasks.len(), 5);
+        let t = &s.tasks["test.6579d29b-a5be-11e5-b87a-0aaf95d09f0f"];
+        assert_eq!(t.state, TaskState::Running);
+        assert_eq!(t.host_ports, vec![28027]);
+        assert_eq!(t.labels, labels(&[("vip_PORT0", "tcp://1.2.3.4:5000")]));
+        // Docker BRIDGE mapping 80 → 28027; no discovery info, so no labels on the port.
+        assert_eq!(t.ports, vec![tcp(Some(80), Some(28027))]);
+        // The status carries both the legacy `ip_address` and `ip_addresses`: one IP.
+        assert_eq!(t.netinfo_ips, vec![ip("172.17.0.5")]);
+        assert_eq!(s.agent_ip(t), Some(ip("10.0.2.4")));
+        let states: Vec<&TaskState> = s.tasks.values().map(|t| &t.state).collect();
+        assert_eq!(states.iter().filter(|st| st.is_terminal()).count(), 4);
+    }
+
+    #[test]
+    fn state6_skips_completed_frameworks() {
+        let s = mesos_state(&fixture("mesos-master/state6.json")).expect("decodes");
+        // 83 tasks in active frameworks (tasks + completed_tasks); 5 more in completed frameworks.
+        assert_eq!(s.tasks.len(), 83);
+        assert_eq!(s.frameworks.len(), 4);
+        assert_eq!(
+            s.tasks
+                .values()
+                .filter(|t| t.state == TaskState::Running)
+                .count(),
+            10
+        );
+    }
+
+    #[test]
+    fn agent_state_ucr_and_docker_bridge() {
+        let s = mesos_agent_state(&fixture("mesos-agent/ucr-bridge-mode.json")).expect("decodes");
+        assert_eq!(s.kind, StateKind::Mesos);
+        assert_eq!(s.leader, None);
+        let agent = &s.agents["384d6e5b-d578-433c-a7b2-691508695dbe-S0"];
+        assert_eq!((agent.ip, agent.port), (Some(ip("10.0.2.5")), Some(5051)));
+        assert_eq!(agent.hostname, "10.0.2.5");
+        assert_eq!(
+            s.frameworks["384d6e5b-d578-433c-a7b2-691508695dbe-0001"].name,
+            "marathon"
+        );
+
+        let docker = &s.tasks["foo-1.272b2208-6b16-11e7-b302-3edf0088f09a"];
+        assert_eq!(docker.netinfo_ips, vec![ip("172.17.0.2")]);
+        assert_eq!(docker.host_ports, vec![21768]);
+        // Mapping {80, 21768} merged with the host-scope discovery port 21768.
+        assert_eq!(
+            docker.ports,
+            vec![TaskPort {
+                labels: labels(&[("VIP_0", "/foo-1:5000"), ("network-scope", "host")]),
+                ..tcp(Some(80), Some(21768))
+            }]
+        );
+
+        let ucr = &s.tasks["foo.296ecd47-6b12-11e7-b302-3edf0088f09a"];
+        assert_eq!(ucr.netinfo_ips, vec![ip("172.31.254.2")]);
+        assert_eq!(
+            ucr.ports,
+            vec![TaskPort {
+                labels: labels(&[("VIP_0", "/foo:5000"), ("network-scope", "host")]),
+                ..tcp(Some(80), Some(29025))
+            }]
+        );
+    }
+
+    #[test]
+    fn agent_state_named_vips_includes_completed_executor_tasks() {
+        let s = mesos_agent_state(&fixture("mesos-agent/named-base-vips.json")).expect("decodes");
+        assert_eq!(s.tasks.len(), 2);
+        let t = &s.tasks["catsmeow.6e53a5c1-1f27-11e6-bc04-4e40412869d8"];
+        assert_eq!(t.state, TaskState::Running);
+        // Host networking: the task's only IP is the agent's, so the host port becomes `port`.
+        assert_eq!(t.netinfo_ips, vec![ip("10.0.0.243")]);
+        assert_eq!(s.agent_ip(t), Some(ip("10.0.0.243")));
+        assert_eq!(
+            t.ports,
+            vec![TaskPort {
+                name: Some("http".into()),
+                labels: labels(&[("VIP_0", "merp:5000")]),
+                ..tcp(Some(12049), None)
+            }]
+        );
+        assert_eq!(
+            s.tasks["catsmeow.1d28d7c0-1f1c-11e6-bc04-4e40412869d8"].state,
+            TaskState::Killed
+        );
+    }
+
+    #[test]
+    fn operator_get_state_tcp_and_udp() {
+        let s =
+            mesos_operator_state(&fixture("mesos-operator-v1/tcp-and-udp.json")).expect("decodes");
+        assert_eq!(s.tasks.len(), 1);
+        let t = &s.tasks["app.80eefa01-d956-11e8-8b68-70b3d5800002"];
+        assert_eq!(t.agent_id, "0e559f52-e43a-497a-90b8-11688d98f60c-S0");
+        assert_eq!(s.agent_ip(t), Some(ip("172.17.0.3")));
+        assert_eq!(s.framework_name(t), "marathon");
+        assert_eq!(t.healthy, Some(true));
+        assert_eq!(t.host_ports, vec![6416, 6417]);
+        // Host network, task IP == agent IP: host ports folded into `port`, sorted (tcp first).
+        let udp = |port, name: &str, l: &[(&str, &str)]| TaskPort {
+            name: Some(name.into()),
+            protocol: Some(crate::model::state::PortProtocol::Udp),
+            port: Some(port),
+            host_port: None,
+            labels: labels(l),
+        };
+        assert_eq!(
+            t.ports,
+            vec![
+                TaskPort {
+                    name: Some("http".into()),
+                    labels: labels(&[("VIP_0", "/app:80")]),
+                    ..tcp(Some(6416), None)
+                },
+                TaskPort {
+                    name: Some("foobar".into()),
+                    ..tcp(Some(6417), None)
+                },
+                udp(6416, "http", &[("VIP_0", "/app:80")]),
+                udp(6417, "foobar", &[]),
+            ]
+        );
+    }
+
+    #[test]
+    fn operator_get_state_unhealthy_and_launched_tasks() {
+        let s =
+            mesos_operator_state(&fixture("mesos-operator-v1/unhealthy.json")).expect("decodes");
+        let t = s.tasks.values().next().expect("one task");
+        assert!(t.has_health_check);
+        assert_eq!(t.healthy, None);
+        assert_eq!(t.netinfo_ips, vec![ip("9.0.1.6")]);
+
+        let s =
+            mesos_operator_state(&fixture("mesos-operator-v1/vip-labels.json")).expect("decodes");
+        let t = &s.tasks["app.c9e19be4-6a94-11e8-bfc9-70b3d5800002"];
+        assert_eq!(
+            t.labels,
+            labels(&[("vip_port0", "tcp://def:80"), ("vip_port1", "tcp://jkl:80")])
+        );
+        assert_eq!(t.host_ports, vec![9999, 10000, 10001, 10002]);
+        assert_eq!(t.ports.len(), 4);
+        assert_eq!(
+            t.ports[0].labels,
+            labels(&[("VIP_0", "/abc:80"), ("VIP_1", "/cbd:80")])
+        );
+    }
+
+    #[test]
+    fn operator_subscribed_event_first_line() {
+        let body = fixture("mesos-operator-v1/operator-api.json");
+        let first = body.split(|b| *b == b'\n').next().expect("a first line");
+        let s = mesos_operator_state(first).expect("SUBSCRIBED event decodes");
+        assert_eq!(s.kind, StateKind::Mesos);
+        assert!(!s.frameworks.is_empty());
+        assert!(!s.agents.is_empty());
+    }
+
+    #[test]
+    fn host_ports_parse_ranges_and_skip_bad_ones() {
+        let body = br#"{"frameworks":[{"id":"f","tasks":[
+            {"id":"t","resources":{"ports":"[31000-31002, 31005-31005, 5-2, x-y, 70000-70001]"}}]}]}"#;
+        let s = mesos_state(body).expect("decodes");
+        assert_eq!(s.tasks["t"].host_ports, vec![31000, 31001, 31002, 31005]);
+    }
+
+    #[test]
+    fn malformed_task_pieces_are_skipped_not_fatal() {
+        let body = br#"{"frameworks":[{"id":"f","tasks":[
+            5,
+            {"name":"no id"},
+            {"id":"t","state":"TASK_RUNNING","labels":[{"key":"a","value":"b"},{"key":7}],
+             "discovery":{"ports":{"ports":[{"number":70000,"protocol":"tcp"},{"number":-1},
+                {"number":0,"protocol":"tcp"},{"number":8080,"protocol":"udp,tcp"}]}},
+             "container":{"type":"DOCKER","docker":{"port_mappings":[{"container_port":"x","host_port":1}]}},
+             "statuses":"nope"}]}],
+            "slaves":[{"pid":"slave(1)@10.0.0.1:5051"},{"id":"a","pid":"garbage"}]}"#;
+        let s = mesos_state(body).expect("decodes");
+        assert_eq!(s.tasks.len(), 1);
+        let t = &s.tasks["t"];
+        assert_eq!(t.framework_id, "f");
+        assert_eq!(t.labels, labels(&[("a", "b")]));
+        // Only the 8080 discovery port survives, once per protocol.
+        let protos: Vec<_> = t
+            .ports
+            .iter()
+            .map(|p| (p.protocol.clone(), p.port))
+            .collect();
+        assert_eq!(
+            protos,
+            vec![
+                (Some(crate::model::state::PortProtocol::Udp), Some(8080)),
+                (Some(crate::model::state::PortProtocol::Tcp), Some(8080)),
+            ]
+        );
+        assert_eq!(t.discovery.as_ref().map(|d| d.ports.len()), Some(2));
+        // The agent without an id is skipped; the one with a bad pid has no IP.
+        assert_eq!(s.agents.len(), 1);
+        assert_eq!(s.agents["a"].ip, None);
+    }
+
+    #[test]
+    fn wrong_top_level_shapes_are_errors() {
+        assert!(matches!(
+            mesos_state(br#"{"frameworks": 5}"#),
+            Err(DecodeError::Shape { ref path, .. }) if path == "frameworks"
+        ));
+        assert!(matches!(
+            mesos_state(br#"{"frameworks": [], "slaves": {}}"#),
+            Err(DecodeError::Shape { ref path, .. }) if path == "slaves"
+        ));
+        assert!(matches!(
+            mesos_state(br#"{"leader": "master@1.2.3.4:5050"}"#),
+            Err(DecodeError::MissingField {
+                field: "frameworks",
+                ..
+            })
+        ));
+        assert!(matches!(
+            mesos_operator_state(br#"{"type": "GET_STATE", "get_state": {"get_tasks": {"tasks": 1}}}"#),
+            Err(DecodeError::Shape { ref path, .. }) if path == "get_state.get_tasks.tasks"
+        ));
+        assert!(matches!(
+            mesos_operator_state(br#"{"type": "GET_STATE"}"#),
+            Err(DecodeError::MissingField {
+                field: "get_state",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn latest_status_wins_by_timestamp_not_position() {
+        let body =
+            br#"{"frameworks":[{"id":"f","tasks":[{"id":"t","slave_id":"a","state":"TASK_RUNNING",
+            "health_check":{},
+            "statuses":[
+              {"state":"TASK_RUNNING","timestamp":30,"healthy":false,
+               "container_status":{"network_infos":[{"ip_addresses":[{"ip_address":"10.0.0.3"}]}]}},
+              {"state":"TASK_RUNNING","timestamp":10,"healthy":true,
+               "labels":[{"key":"MesosContainerizer.NetworkSettings.IPAddress","value":"10.0.0.1"}],
+               "container_status":{"network_infos":[{"ip_addresses":[{"ip_address":"10.0.0.1"}]}]}},
+              {"state":"TASK_STARTING","timestamp":5}]}]}]}"#;
+        let s = mesos_state(body).expect("decodes");
+        let t = &s.tasks["t"];
+        assert_eq!(t.healthy, Some(false));
+        assert_eq!(t.netinfo_ips, vec![ip("10.0.0.3")]);
+        assert_eq!(t.mesos_ip, None);
+        assert_eq!(t.started_ms, Some(10_000));
+        assert!(t.has_health_check);
     }
 }
