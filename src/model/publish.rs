@@ -70,7 +70,8 @@ pub struct Publisher {
     config: Arc<Config>,
     swap: Arc<ArcSwap<Snapshot>>,
     tx: watch::Sender<Arc<Snapshot>>,
-    /// The last state seen, published or held (a patch applies to this).
+    /// The state of the published snapshot, or of the last full answer equal to it: what an
+    /// event patch applies to. A held (suspect) answer never becomes the base of a patch.
     last: Arc<ClusterState>,
     /// A full answer held by the guard.
     held: bool,
@@ -101,7 +102,8 @@ impl Publisher {
         self.swap.load().state.clone()
     }
 
-    /// The last state handed to `update`, whether published or held.
+    /// The state an event patch applies to: the last published (or confirmed-equal) state, never
+    /// an answer the shrink guard holds.
     pub fn last_state(&self) -> Arc<ClusterState> {
         self.last.clone()
     }
@@ -110,9 +112,11 @@ impl Publisher {
     /// shrink guard holds it.
     pub fn update(&mut self, state: Arc<ClusterState>, kind: UpdateKind) -> Outcome {
         let prev = self.swap.load_full();
-        self.last = state.clone();
-        if prev.version > 0 && *prev.state == *state {
+        // A deep comparison costs a walk over every task: worth it for periodic full answers
+        // (most are unchanged), not for patches, which always carry a change.
+        if kind == UpdateKind::Full && prev.version > 0 && *prev.state == *state {
             self.held = false;
+            self.last = state;
             return Outcome::Unchanged;
         }
         let started = Instant::now();
@@ -143,6 +147,7 @@ impl Publisher {
             );
         }
         self.held = false;
+        self.last = state;
         Outcome::Published {
             version: self.publish(next, &prev),
         }
@@ -193,5 +198,139 @@ fn log_new_rejections(prev: &[Rejection], next: &[Rejection]) {
             reason = r.reason.as_str(),
             "label skipped"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::state::{Agent, Framework, PortProtocol, Task, TaskPort, TaskState};
+
+    /// A Mesos-shaped state with `n` running tasks, each one backend of the IP VIP 1.2.3.4:80.
+    fn state_with(n: usize) -> Arc<ClusterState> {
+        let mut s = ClusterState::default();
+        s.frameworks.insert(
+            "fw".into(),
+            Framework {
+                id: "fw".into(),
+                name: "marathon".into(),
+                ..Framework::default()
+            },
+        );
+        s.agents.insert(
+            "a1".into(),
+            Agent {
+                id: "a1".into(),
+                hostname: "10.0.0.1".into(),
+                ip: Some("10.0.0.1".parse().expect("ip")),
+                port: Some(5051),
+            },
+        );
+        for i in 0..n {
+            let id = format!("t{i}");
+            s.tasks.insert(
+                id.clone(),
+                Task {
+                    id,
+                    name: "web".into(),
+                    framework_id: "fw".into(),
+                    agent_id: "a1".into(),
+                    state: TaskState::Running,
+                    host_ports: vec![31000 + i as u16],
+                    ports: vec![TaskPort {
+                        protocol: Some(PortProtocol::Tcp),
+                        host_port: Some(31000 + i as u16),
+                        labels: vec![("VIP_0".into(), "1.2.3.4:80".into())],
+                        ..TaskPort::default()
+                    }],
+                    ..Task::default()
+                },
+            );
+        }
+        Arc::new(s)
+    }
+
+    fn publisher() -> (Publisher, Snapshots) {
+        Publisher::new(Arc::new(Config::default()))
+    }
+
+    #[test]
+    fn first_update_publishes_version_one_to_swap_and_channel() {
+        let (mut p, snaps) = publisher();
+        assert!(!snaps.is_ready());
+        let rx = snaps.subscribe();
+        assert_eq!(
+            p.update(state_with(4), UpdateKind::Full),
+            Outcome::Published { version: 1 }
+        );
+        assert!(snaps.is_ready());
+        assert_eq!(snaps.load().version, 1);
+        assert_eq!(rx.borrow().version, 1);
+        assert_eq!(snaps.load().backend_total(), 4);
+    }
+
+    #[test]
+    fn an_equal_state_is_not_republished() {
+        let (mut p, snaps) = publisher();
+        p.update(state_with(4), UpdateKind::Full);
+        assert_eq!(
+            p.update(state_with(4), UpdateKind::Full),
+            Outcome::Unchanged
+        );
+        assert_eq!(snaps.load().version, 1);
+    }
+
+    #[test]
+    fn a_full_answer_removing_more_than_half_is_held_until_confirmed() {
+        let (mut p, snaps) = publisher();
+        p.update(state_with(10), UpdateKind::Full);
+        let held_before = metrics().guard_held.get();
+        // An empty answer: held, the published snapshot keeps its 10 backends.
+        assert_eq!(p.update(state_with(0), UpdateKind::Full), Outcome::Held);
+        assert_eq!(snaps.load().backend_total(), 10);
+        assert!(metrics().guard_held.get() > held_before);
+        // The next answer confirms it: applied.
+        assert_eq!(
+            p.update(state_with(0), UpdateKind::Full),
+            Outcome::Published { version: 2 }
+        );
+        assert_eq!(snaps.load().backend_total(), 0);
+    }
+
+    #[test]
+    fn a_shrink_followed_by_a_normal_answer_never_applies_the_shrink() {
+        let (mut p, snaps) = publisher();
+        p.update(state_with(10), UpdateKind::Full);
+        assert_eq!(p.update(state_with(2), UpdateKind::Full), Outcome::Held);
+        assert_eq!(
+            p.update(state_with(9), UpdateKind::Full),
+            Outcome::Published { version: 2 }
+        );
+        assert_eq!(snaps.load().backend_total(), 9);
+        // The guard is re-armed: a new shrink is held again.
+        assert_eq!(p.update(state_with(1), UpdateKind::Full), Outcome::Held);
+    }
+
+    #[test]
+    fn removing_exactly_half_or_a_patch_is_applied_at_once() {
+        let (mut p, snaps) = publisher();
+        p.update(state_with(10), UpdateKind::Full);
+        assert_eq!(
+            p.update(state_with(5), UpdateKind::Full),
+            Outcome::Published { version: 2 }
+        );
+        assert_eq!(
+            p.update(state_with(1), UpdateKind::Patch),
+            Outcome::Published { version: 3 }
+        );
+        assert_eq!(snaps.load().backend_total(), 1);
+    }
+
+    #[test]
+    fn patches_apply_to_the_published_state_not_to_a_held_answer() {
+        let (mut p, _snaps) = publisher();
+        p.update(state_with(10), UpdateKind::Full);
+        assert_eq!(p.update(state_with(0), UpdateKind::Full), Outcome::Held);
+        assert_eq!(p.last_state().tasks.len(), 10);
     }
 }
