@@ -686,3 +686,362 @@ impl PortPlan {
 fn has_scope(labels: &[(String, String)]) -> bool {
     labels.iter().any(|(k, _)| k == "network-scope")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::state::PortProtocol;
+
+    fn fixture(path: &str) -> Vec<u8> {
+        let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&full).unwrap_or_else(|e| panic!("reading {full}: {e}"))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test IP literal")
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn port(
+        proto: PortProtocol,
+        port: Option<u16>,
+        host_port: Option<u16>,
+        name: Option<&str>,
+        l: &[(&str, &str)],
+    ) -> TaskPort {
+        TaskPort {
+            name: name.map(str::to_string),
+            protocol: Some(proto),
+            port,
+            host_port,
+            labels: labels(l),
+        }
+    }
+
+    #[test]
+    fn marathon15_container_port_mappings() {
+        let s = marathon_apps(&fixture("marathon/marathon15_apps.json")).expect("decodes");
+        assert_eq!(s.kind, StateKind::Marathon);
+        assert_eq!(s.frameworks.len(), 1);
+        assert_eq!(s.frameworks["marathon"].name, "marathon");
+        assert_eq!(s.leader, None);
+
+        let app = &s.apps["/pywebserver"];
+        assert_eq!(app.version, "2017-07-19T17:34:41.967Z");
+        assert_eq!(app.version_ms, Some(1_500_485_681_967));
+        assert_eq!(app.instances, 1);
+        assert_eq!(app.service_ports, vec![10101]);
+        assert_eq!(
+            app.ports,
+            vec![AppPort {
+                name: Some("test".into()),
+                protocol: "tcp".into(),
+                container_port: Some(80),
+                host_port: Some(0),
+                service_port: Some(10101),
+                labels: BTreeMap::new(),
+            }]
+        );
+        assert_eq!(app.labels["HAPROXY_0_VHOST"], "myvhost.com");
+        assert!(app.health_checks.is_empty());
+
+        assert_eq!(s.tasks.len(), 1);
+        let t = &s.tasks["pywebserver.8cad6a69-6ca8-11e7-beb2-0e2beceebfcc"];
+        assert_eq!(t.name, "pywebserver");
+        assert_eq!(t.app_id.as_deref(), Some("/pywebserver"));
+        assert_eq!(t.framework_id, "marathon");
+        assert_eq!(t.agent_id, "db7b40e2-791c-445f-b373-183e2a648a86-S1");
+        assert_eq!(s.agent_ip(t), Some(ip("10.0.2.148")));
+        assert_eq!(s.agents[&t.agent_id].hostname, "10.0.2.148");
+        assert_eq!(t.state, TaskState::Running);
+        assert_eq!(t.started_ms, Some(1_500_485_715_654));
+        assert_eq!(t.netinfo_ips, vec![ip("172.17.0.2")]);
+        assert_eq!(t.host_ports, vec![1565]);
+        assert_eq!(t.healthy, None);
+        assert!(!t.has_health_check);
+        assert_eq!(
+            t.labels,
+            labels(&[
+                ("HAPROXY_0_VHOST", "myvhost.com"),
+                ("HAPROXY_GROUP", "external")
+            ])
+        );
+        assert_eq!(
+            t.ports,
+            vec![port(
+                PortProtocol::Tcp,
+                Some(80),
+                Some(1565),
+                Some("test"),
+                &[]
+            )]
+        );
+    }
+
+    #[test]
+    fn zdd_apps_old_api_tasks_without_state() {
+        let s = marathon_apps(&fixture("marathon/zdd_apps.json")).expect("decodes");
+        assert_eq!(s.apps.len(), 2);
+        assert_eq!(s.tasks.len(), 4);
+        for t in s.tasks.values() {
+            assert_eq!(t.state, TaskState::Running, "{}", t.id);
+            assert_eq!(t.healthy, Some(true), "{}", t.id);
+            assert!(t.has_health_check);
+        }
+        let blue = &s.tasks["nginx-blue.3a58a46a-c937-11e5-9836-026ee08d9f6f"];
+        assert_eq!(blue.name, "nginx-blue");
+        assert_eq!(blue.started_ms, Some(1_454_367_476_889));
+        assert_eq!(blue.netinfo_ips, vec![ip("172.17.0.45")]);
+        assert_eq!(s.agent_ip(blue), Some(ip("10.0.1.147")));
+        assert_eq!(blue.host_ports, vec![25724]);
+        // Docker BRIDGE portMappings (hostPort 0 → the task's allocated port).
+        assert_eq!(
+            blue.ports,
+            vec![port(PortProtocol::Tcp, Some(8080), Some(25724), None, &[])]
+        );
+        let app = &s.apps["/nginx-blue"];
+        assert_eq!(app.service_ports, vec![10001]);
+        assert_eq!(
+            app.health_checks,
+            vec![HealthCheck {
+                protocol: "HTTP".into(),
+                path: Some("/".into()),
+                port_index: Some(0),
+                port: None,
+                interval_seconds: Some(3),
+                timeout_seconds: Some(15),
+                max_consecutive_failures: Some(10),
+            }]
+        );
+        assert_eq!(s.agents.len(), 2);
+    }
+
+    #[test]
+    fn zdd_app_blue_task_without_ip_addresses() {
+        let s = marathon_apps(&fixture("marathon/zdd_app_blue.json")).expect("decodes");
+        let t = &s.tasks["nginx-green.23532518-c931-11e5-9836-026ee08d9f6f"];
+        assert!(t.netinfo_ips.is_empty());
+        assert_eq!(t.host_ports, vec![23336]);
+        assert_eq!(
+            t.ports,
+            vec![port(PortProtocol::Tcp, Some(8080), Some(23336), None, &[])]
+        );
+        // Legacy `ports` plus Docker mappings: the mappings decide the service ports.
+        assert_eq!(s.apps["/nginx-green"].service_ports, vec![10000]);
+    }
+
+    #[test]
+    fn zdd_app_blue_marathon15_format() {
+        let s = marathon_apps(&fixture("marathon/zdd_app_blue_marathon1.5.json")).expect("decodes");
+        assert_eq!(s.tasks.len(), 3);
+        let t = &s.tasks["nginx-green.01da9a15-68a7-11e7-a229-e6a514ca0c21"];
+        assert_eq!(t.state, TaskState::Running);
+        assert_eq!(t.healthy, Some(true));
+        assert_eq!(
+            t.ports,
+            vec![port(PortProtocol::Tcp, Some(8080), Some(16916), None, &[])]
+        );
+        assert_eq!(
+            s.apps["/nginx-green"].health_checks[0].protocol,
+            "MESOS_HTTP"
+        );
+    }
+
+    #[test]
+    fn docs_app_list_legacy_ports_and_single_app() {
+        let s = marathon_apps(&fixture("marathon/marathon-docs/v2-apps.json")).expect("decodes");
+        let app = &s.apps["/myapp"];
+        assert_eq!(app.service_ports, vec![10013, 10015]);
+        assert_eq!(app.instances, 3);
+        assert!(s.tasks.is_empty());
+
+        // `{"app": {…}}` (GET /v2/apps/toggle): tasks without slaveId get an agent per host.
+        let s =
+            marathon_apps(&fixture("marathon/marathon-docs/v2-apps-toggle.json")).expect("decodes");
+        assert_eq!(s.tasks.len(), 2);
+        let t = &s.tasks["toggle.802df2ae-3ad4-11e4-a400-56847afe9799"];
+        assert_eq!(t.agent_id, "10.141.141.10");
+        assert_eq!(s.agent_ip(t), Some(ip("10.141.141.10")));
+        assert_eq!(t.healthy, Some(true));
+        assert_eq!(t.host_ports, vec![31045]);
+        assert_eq!(
+            t.ports,
+            vec![port(PortProtocol::Tcp, None, Some(31045), None, &[])]
+        );
+        let hcs = &s.apps["/toggle"].health_checks;
+        assert_eq!(hcs.len(), 2);
+        assert_eq!(hcs[1].port, Some(3333));
+        assert_eq!(hcs[1].port_index, None);
+    }
+
+    #[test]
+    fn group_paths_reverse_into_task_names() {
+        assert_eq!(task_name("/group/sub/app"), "app.sub.group");
+        assert_eq!(task_name("/app"), "app");
+        assert_eq!(task_name("app"), "app");
+    }
+
+    #[test]
+    fn port_definitions_with_labels_and_host_ip_merge() {
+        // Host networking; the task's only IP is the agent's, so host ports fold into `port`.
+        let body = br#"{"apps":[{"id":"/g/web","labels":{"HAPROXY_GROUP":"external","bad":5},
+            "portDefinitions":[
+              {"port":10000,"protocol":"udp,tcp","name":"dns","labels":{"VIP_0":"/dns:53"}},
+              {"port":10001,"labels":{"network-scope":"container"}}],
+            "healthChecks":[{"protocol":"TCP","portIndex":0}],
+            "tasks":[
+              {"id":"a","host":"10.0.0.5","slaveId":"s1","state":"TASK_RUNNING","ports":[31000,31001],
+               "ipAddresses":[{"ipAddress":"10.0.0.5"}],"healthCheckResults":[{"alive":true},{"alive":false}]},
+              {"id":"b","host":"agent.example","slaveId":"s2","state":"TASK_STAGING","ports":[31002]}]}]}"#;
+        let s = marathon_apps(body).expect("decodes");
+        let a = &s.tasks["a"];
+        assert_eq!(a.name, "web.g");
+        assert_eq!(a.healthy, Some(false));
+        assert!(a.has_health_check);
+        assert_eq!(a.labels, labels(&[("HAPROXY_GROUP", "external")]));
+        assert_eq!(
+            a.ports,
+            vec![
+                port(
+                    PortProtocol::Tcp,
+                    Some(31000),
+                    None,
+                    Some("dns"),
+                    &[("VIP_0", "/dns:53")]
+                ),
+                port(
+                    PortProtocol::Tcp,
+                    Some(31001),
+                    None,
+                    None,
+                    &[("network-scope", "container")]
+                ),
+                port(
+                    PortProtocol::Udp,
+                    Some(31000),
+                    None,
+                    Some("dns"),
+                    &[("VIP_0", "/dns:53")]
+                ),
+            ]
+        );
+        // Not running, DNS-name host (no agent IP): ports as Marathon describes them, 2nd
+        // definition has no allocated port yet.
+        let b = &s.tasks["b"];
+        assert_eq!(s.agents["s2"].ip, None);
+        assert_eq!(s.agents["s2"].hostname, "agent.example");
+        assert_eq!(
+            b.ports,
+            vec![
+                port(
+                    PortProtocol::Udp,
+                    None,
+                    Some(31002),
+                    Some("dns"),
+                    &[("VIP_0", "/dns:53")]
+                ),
+                port(
+                    PortProtocol::Tcp,
+                    None,
+                    Some(31002),
+                    Some("dns"),
+                    &[("VIP_0", "/dns:53")]
+                ),
+            ]
+        );
+        assert_eq!(s.apps["/g/web"].service_ports, vec![10000, 10001]);
+        assert_eq!(s.apps["/g/web"].ports[0].protocol, "udp,tcp");
+    }
+
+    #[test]
+    fn container_network_mappings_with_and_without_host_port() {
+        let body = br#"{"apps":[{"id":"/c","networks":[{"mode":"container","name":"dcos"}],
+            "container":{"portMappings":[
+              {"containerPort":80,"labels":{"VIP_0":"/c:80"}},
+              {"containerPort":443,"hostPort":0,"servicePort":10443}]},
+            "tasks":[{"id":"t","host":"10.0.0.9","slaveId":"s","state":"TASK_RUNNING","ports":[31443],
+              "ipAddresses":[{"ipAddress":"9.0.0.7"}]}]}]}"#;
+        let s = marathon_apps(body).expect("decodes");
+        let t = &s.tasks["t"];
+        assert_eq!(
+            t.ports,
+            vec![
+                port(
+                    PortProtocol::Tcp,
+                    Some(80),
+                    None,
+                    None,
+                    &[("VIP_0", "/c:80")]
+                ),
+                port(PortProtocol::Tcp, Some(443), Some(31443), None, &[]),
+            ]
+        );
+    }
+
+    #[test]
+    fn ip_per_task_discovery_ports() {
+        let body = br#"{"apps":[{"id":"/ippc","ipAddress":{"networkName":"dcos",
+              "discovery":{"ports":[{"number":8080,"name":"http","protocol":"tcp","labels":{"VIP_0":"/ippc:80"}}]}},
+            "tasks":[{"id":"t","host":"10.0.0.9","slaveId":"s","startedAt":"2017-07-19T17:35:15.654Z",
+              "ipAddresses":[{"ipAddress":"9.0.0.8"}]}]}]}"#;
+        let s = marathon_apps(body).expect("decodes");
+        let t = &s.tasks["t"];
+        assert_eq!(t.state, TaskState::Running);
+        assert_eq!(
+            t.ports,
+            vec![port(
+                PortProtocol::Tcp,
+                Some(8080),
+                None,
+                Some("http"),
+                &[("VIP_0", "/ippc:80")]
+            )]
+        );
+    }
+
+    #[test]
+    fn invalid_ports_are_skipped_with_the_rest_kept() {
+        let s = marathon_apps(br#"{"apps":[{"id":"/a","tasks":[{"id":"t","ports":[70000]}]}]}"#)
+            .expect("a bad port does not fail the answer");
+        let t = &s.tasks["t"];
+        assert!(t.host_ports.is_empty());
+        assert!(t.ports.is_empty());
+        assert_eq!(t.state, TaskState::Staging);
+
+        let body = br#"{"apps":[5, {"tasks":[]}, {"id":"/ok","portDefinitions":[{"port":-1},{"port":10002}],
+            "tasks":[{"id":"t2","ports":[-5, 31002],"state":"TASK_RUNNING"}, {"ports":[1]}, "x"]}]}"#;
+        let s = marathon_apps(body).expect("decodes");
+        assert_eq!(s.apps.len(), 1);
+        assert_eq!(s.apps["/ok"].service_ports, vec![10002]);
+        assert_eq!(s.tasks.len(), 1);
+        let t = &s.tasks["t2"];
+        assert_eq!(t.host_ports, vec![31002]);
+        // Port 0's host port was invalid: only the second definition gets a TaskPort.
+        assert_eq!(
+            t.ports,
+            vec![port(PortProtocol::Tcp, None, Some(31002), None, &[])]
+        );
+    }
+
+    #[test]
+    fn wrong_top_level_shapes_are_errors() {
+        assert!(matches!(
+            marathon_apps(br#"{"apps": 5}"#),
+            Err(DecodeError::Shape { ref path, .. }) if path == "apps"
+        ));
+        assert!(matches!(
+            marathon_apps(br#"{"message": "no leader"}"#),
+            Err(DecodeError::MissingField { field: "apps", .. })
+        ));
+        assert!(matches!(
+            marathon_apps(br#"[{"id": "/a"}]"#),
+            Err(DecodeError::Shape { .. })
+        ));
+    }
+}

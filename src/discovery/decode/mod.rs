@@ -310,17 +310,12 @@ macro_rules! scalar_visits {
 /// A leaf field: the JSON value is buffered and converted to `T`; `null` or a missing field is
 /// [`Val::Absent`], a value that does not convert (wrong type, `70000` for a `u16`) is
 /// [`Val::Bad`] with a short rendering of it. Never fails.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) enum Val<T> {
+    #[default]
     Absent,
     Ok(T),
     Bad(String),
-}
-
-impl<T> Default for Val<T> {
-    fn default() -> Self {
-        Val::Absent
-    }
 }
 
 impl<T> Val<T> {
@@ -359,17 +354,12 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Val<T> {
 
 /// An object field decoded in place (no buffering) into `T`, whose own fields must all be lenient.
 /// `null`/missing is [`Obj::Absent`]; a non-object is [`Obj::Bad`] naming what it was.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) enum Obj<T> {
+    #[default]
     Absent,
     Ok(T),
     Bad(&'static str),
-}
-
-impl<T> Default for Obj<T> {
-    fn default() -> Self {
-        Obj::Absent
-    }
 }
 
 impl<T> Obj<T> {
@@ -566,4 +556,262 @@ fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
 fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::state::StateKind;
+
+    fn fixture(path: &str) -> Vec<u8> {
+        let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&full).unwrap_or_else(|e| panic!("reading {full}: {e}"))
+    }
+
+    const MARATHON_APPS: &[&str] = &[
+        "marathon/marathon15_apps.json",
+        "marathon/zdd_apps.json",
+        "marathon/zdd_app_blue.json",
+        "marathon/zdd_app_blue_marathon1.5.json",
+        "marathon/marathon-docs/v2-apps.json",
+        "marathon/marathon-docs/v2-apps-toggle.json",
+    ];
+
+    const MESOS_MASTER: &[&str] = &[
+        "mesos-master/empty.json",
+        "mesos-master/docker.json",
+        "mesos-master/state_di.json",
+        "mesos-master/two-healthcheck-free-vips-state.json",
+        "mesos-master/state-overlay.json",
+        "mesos-master/state6.json",
+        "mesos-master/overlay.json",
+        "mesos-master/invalid-port.json",
+        "mesos-master/missing-port.json",
+    ];
+
+    const MESOS_AGENT: &[&str] = &[
+        "mesos-agent/named-base-vips.json",
+        "mesos-agent/ucr-bridge-mode.json",
+    ];
+
+    const MESOS_OPERATOR: &[&str] = &[
+        "mesos-operator-v1/tcp-and-udp.json",
+        "mesos-operator-v1/unhealthy.json",
+        "mesos-operator-v1/vip-labels.json",
+    ];
+
+    type Decoder = fn(&[u8]) -> Result<ClusterState, DecodeError>;
+
+    #[test]
+    fn every_fixture_decodes_and_detect_agrees() {
+        let groups: [(&[&str], Decoder, StateKind); 4] = [
+            (MARATHON_APPS, marathon_apps, StateKind::Marathon),
+            (MESOS_MASTER, mesos_state, StateKind::Mesos),
+            (MESOS_AGENT, mesos_agent_state, StateKind::Mesos),
+            (MESOS_OPERATOR, mesos_operator_state, StateKind::Mesos),
+        ];
+        for (files, decode, kind) in groups {
+            for f in files {
+                let body = fixture(f);
+                let direct = decode(&body).unwrap_or_else(|e| panic!("{f}: {e}"));
+                assert_eq!(direct.kind, kind, "{f}");
+                let detected = detect(&body).unwrap_or_else(|e| panic!("{f} via detect: {e}"));
+                assert_eq!(direct, detected, "{f}: detect chose another decoder");
+            }
+        }
+    }
+
+    #[test]
+    fn every_operator_stream_starts_with_a_decodable_subscribed_event() {
+        for f in [
+            "mesos-operator-v1/operator-api.json",
+            "mesos-operator-v1/hello-overlay.json",
+            "mesos-operator-v1/pod-tasks.json",
+        ] {
+            let body = fixture(f);
+            let first = body.split(|b| *b == b'\n').next().expect("a first line");
+            let s = detect(first).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(s.kind, StateKind::Mesos, "{f}");
+            assert!(!s.frameworks.is_empty(), "{f}");
+            // The whole stream is several JSON documents: not one answer.
+            assert!(matches!(detect(&body), Err(DecodeError::Json(_))), "{f}");
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        assert!(matches!(detect(b""), Err(DecodeError::Empty)));
+        assert!(matches!(marathon_apps(b" \n"), Err(DecodeError::Empty)));
+        assert!(matches!(detect(b"{"), Err(DecodeError::Json(_))));
+        assert!(matches!(mesos_state(b"{"), Err(DecodeError::Json(_))));
+        assert!(matches!(detect(b"<html>"), Err(DecodeError::Json(_))));
+        assert!(matches!(detect(b"{} trailing"), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            detect(br#"{"apps": 5}"#),
+            Err(DecodeError::Shape { ref path, .. }) if path == "apps"
+        ));
+        assert!(matches!(detect(b"{}"), Err(DecodeError::UnknownShape)));
+        assert!(matches!(detect(b"[1, 2]"), Err(DecodeError::Shape { .. })));
+        assert!(matches!(detect(b"42"), Err(DecodeError::Shape { .. })));
+        // Deep nesting: skipped unknown fields are walked without recursion; inside a field we
+        // read, serde_json's recursion limit makes it an error, never a stack overflow.
+        let nest = |field: &str| {
+            format!(
+                r#"{{"apps":[{{"id":"/a","{field}":{}{}}}]}}"#,
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            )
+        };
+        assert!(detect(nest("unknown").as_bytes()).is_ok());
+        assert!(detect(nest("version").as_bytes()).is_err());
+        // A task that is a deep array is skipped (drained without recursion).
+        let s = detect(nest("tasks").as_bytes()).expect("bad task skipped");
+        assert!(s.tasks.is_empty());
+        // Errors name what was wrong.
+        let e = detect(br#"{"apps": 5}"#).expect_err("shape error");
+        assert!(e.to_string().contains("`apps`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_port_skips_the_port_not_the_answer() {
+        let s = detect(br#"{"apps":[{"id":"/a","tasks":[{"id":"t","ports":[70000]}]}]}"#)
+            .expect("decodes");
+        assert!(s.tasks["t"].host_ports.is_empty());
+        assert!(s.apps.contains_key("/a"));
+    }
+
+    #[test]
+    fn detect_tells_master_from_agent_by_pid() {
+        let agent = br#"{"id":"S1","pid":"slave(1)@10.0.0.2:5051","hostname":"h","frameworks":[]}"#;
+        let s = detect(agent).expect("agent state");
+        assert_eq!(s.agents["S1"].ip, Some("10.0.0.2".parse().expect("ip")));
+        let master = br#"{"pid":"master@10.0.0.1:5050","leader":"master@10.0.0.1:5050",
+            "hostname":"m1","frameworks":[],"slaves":[]}"#;
+        let s = detect(master).expect("master state");
+        assert!(s.agents.is_empty());
+        let leader = s.leader.expect("leader");
+        assert_eq!(leader.hostname, "m1");
+        assert_eq!(leader.port, 5050);
+    }
+
+    #[test]
+    fn pids_parse() {
+        let v4 = "10.0.1.248".parse().ok();
+        assert_eq!(parse_pid("slave(1)@10.0.1.248:5051"), (v4, Some(5051)));
+        assert_eq!(parse_pid("10.0.1.248:5051"), (v4, Some(5051)));
+        assert_eq!(
+            parse_pid("master@[fd01::1]:5050"),
+            ("fd01::1".parse().ok(), Some(5050))
+        );
+        assert_eq!(parse_pid("scheduler@host.example:99999"), (None, None));
+        assert_eq!(parse_pid(""), (None, None));
+    }
+
+    #[test]
+    fn times_convert() {
+        assert_eq!(
+            rfc3339_ms("2017-07-19T17:34:41.967Z"),
+            Some(1_500_485_681_967)
+        );
+        assert_eq!(rfc3339_ms("not a time"), None);
+        assert_eq!(seconds_to_ms(1_474_653_525.766_06), Some(1_474_653_525_766));
+        assert_eq!(seconds_to_ms(f64::NAN), None);
+        assert_eq!(seconds_to_ms(1e300), None);
+    }
+
+    fn p(
+        proto: PortProtocol,
+        port: Option<u16>,
+        host_port: Option<u16>,
+        l: &[(&str, &str)],
+    ) -> TaskPort {
+        TaskPort {
+            name: None,
+            protocol: Some(proto),
+            port,
+            host_port,
+            labels: l
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn merge_task_ports_matches_by_protocol_and_either_number() {
+        use PortProtocol::{Tcp, Udp};
+        let mappings = vec![
+            p(Tcp, Some(80), Some(31000), &[]),
+            p(Tcp, Some(81), Some(31001), &[]),
+            p(Udp, Some(53), Some(31002), &[]),
+        ];
+        let discovery = vec![
+            p(
+                Tcp,
+                None,
+                Some(31000),
+                &[("VIP_0", "/a:80"), ("network-scope", "host")],
+            ),
+            p(Tcp, Some(81), None, &[("VIP_1", "/b:81")]),
+            p(Tcp, None, Some(31002), &[("VIP_2", "/c:53")]),
+        ];
+        let merged = merge_task_ports(mappings, discovery);
+        assert_eq!(
+            merged,
+            vec![
+                p(
+                    Tcp,
+                    Some(80),
+                    Some(31000),
+                    &[("VIP_0", "/a:80"), ("network-scope", "host")]
+                ),
+                p(Tcp, Some(81), Some(31001), &[("VIP_1", "/b:81")]),
+                // Same host port, other protocol: no match.
+                p(Tcp, None, Some(31002), &[("VIP_2", "/c:53")]),
+                p(Udp, Some(53), Some(31002), &[]),
+            ]
+        );
+    }
+
+    #[test]
+    fn merge_host_ports_only_for_live_tasks_on_the_agent_ip() {
+        use PortProtocol::Tcp;
+        let agent: IpAddr = "10.0.0.1".parse().expect("ip");
+        let ports = vec![
+            p(Tcp, None, Some(31000), &[("VIP_0", "/a:80")]),
+            p(Tcp, Some(31000), None, &[("VIP_1", "/b:80")]),
+            p(Tcp, Some(8080), None, &[]),
+        ];
+        let merged = merge_host_ports(&TaskState::Running, &[agent], Some(agent), ports.clone());
+        assert_eq!(
+            merged,
+            vec![
+                p(Tcp, Some(8080), None, &[]),
+                p(
+                    Tcp,
+                    Some(31000),
+                    None,
+                    &[("VIP_0", "/a:80"), ("VIP_1", "/b:80")]
+                ),
+            ]
+        );
+        let other: IpAddr = "9.0.0.1".parse().expect("ip");
+        assert_eq!(
+            merge_host_ports(&TaskState::Running, &[other], Some(agent), ports.clone()),
+            ports
+        );
+        assert_eq!(
+            merge_host_ports(&TaskState::Staging, &[agent], Some(agent), ports.clone()),
+            ports
+        );
+        assert_eq!(
+            merge_host_ports(
+                &TaskState::Running,
+                &[agent, other],
+                Some(agent),
+                ports.clone()
+            ),
+            ports
+        );
+    }
 }
