@@ -11,9 +11,11 @@ use crate::harness::{Ferryman, free_port, http_request, tool};
 /// The README demo's Marathon answer; the test serves it from a file source.
 const DEMO_APPS: &[u8] = include_bytes!("../../config/apps.json");
 
-/// Address the model allocates for the named VIP `/web` (`web.marathon`) in the default
-/// `l4.vip_range` 11.0.0.0/8: deterministic, so every node (and this test) agrees on it.
-const WEB_VIP_IP: &str = "11.0.0.0";
+/// Address of the named VIP `/web` in the default `l4.vip_range` 11.0.0.0/8, worked out by hand
+/// from the allocation rule (`model::vip::allocate`): h = first 8 bytes of SHA-1("web.marathon")
+/// as a big-endian u64; slot = h mod (2^24 - 2); address = 11.0.0.1 + slot. In Python:
+/// `hashlib.sha1(b"web.marathon").digest()[:8]` → slot 12933292 → 11.197.88.173.
+const WEB_VIP_IP: &str = "11.197.88.173";
 
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
