@@ -128,6 +128,11 @@ pub async fn run(
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else {
+                    // The stream task also stops on shutdown, possibly while this select was
+                    // already past its cancellation branch.
+                    if token.is_cancelled() {
+                        break;
+                    }
                     return Err(Error::TaskEnded { what: "marathon event stream" });
                 };
                 let mut batch = vec![msg];

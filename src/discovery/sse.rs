@@ -28,7 +28,7 @@ pub struct SseParser {
     line: Vec<u8>,
     /// The previous chunk ended in CR: a LF at the start of the next one belongs to it.
     skip_lf: bool,
-    /// Nothing seen yet (a BOM may come first).
+    /// No line finished yet (the first may start with a BOM, possibly split across chunks).
     at_start: bool,
     event: String,
     data: String,
@@ -60,10 +60,6 @@ impl SseParser {
     /// Feeds one chunk; complete events are appended to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         let mut rest = chunk;
-        if self.at_start && !rest.is_empty() {
-            self.at_start = false;
-            rest = rest.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(rest);
-        }
         if self.skip_lf && !rest.is_empty() {
             self.skip_lf = false;
             rest = rest.strip_prefix(b"\n").unwrap_or(rest);
@@ -98,7 +94,10 @@ impl SseParser {
 
     fn end_line(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         self.check_size()?;
-        let line = std::mem::take(&mut self.line);
+        let mut line = std::mem::take(&mut self.line);
+        if std::mem::take(&mut self.at_start) && line.starts_with(b"\xEF\xBB\xBF") {
+            line.drain(..3);
+        }
         if line.is_empty() {
             self.dispatch(out);
             return Ok(());
@@ -201,5 +200,121 @@ mod tests {
         );
         let mut p = SseParser::new(16);
         assert!(p.push(&[b'a'; 40], &mut out).is_err());
+    }
+
+    const DOCS: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/marathon/marathon-docs/"
+    );
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{DOCS}{name}")).unwrap()
+    }
+
+    #[test]
+    fn marathon_docs_named_stream() {
+        let events = parse_all(&[&fixture("v2-events.txt")]);
+        let types: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "event_stream_attached",
+                "status_update_event",
+                "status_update_event"
+            ]
+        );
+        let su = crate::discovery::events::parse(&events[2]).unwrap();
+        let crate::discovery::events::MarathonEvent::StatusUpdate(su) = su else {
+            panic!("not a status update: {su:?}");
+        };
+        assert_eq!(su.task_id, "test-app.5dd78972-6771-11e5-94e1-be5b2935a987");
+        assert_eq!(su.task_status, "TASK_RUNNING");
+        assert_eq!(su.ports, vec![31182]);
+    }
+
+    #[test]
+    fn marathon_docs_data_only_stream() {
+        let events = parse_all(&[&fixture("v2-events-data-only.txt")]);
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(|e| e.event.is_empty()));
+        let kinds: Vec<_> = events
+            .iter()
+            .map(|e| crate::discovery::events::parse(e).unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                crate::discovery::events::MarathonEvent::Other("event_stream_attached".into()),
+                crate::discovery::events::MarathonEvent::Other("group_change_success".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn marathon_event_bus_every_type_parses_in_odd_chunks() {
+        let text = fixture("event-bus.sse");
+        // 7-byte chunks split lines, fields and line ends everywhere.
+        let chunks: Vec<&[u8]> = text.chunks(7).collect();
+        let events = parse_all(&chunks);
+        assert_eq!(events, parse_all(&[&text]));
+        assert_eq!(events.len(), 27);
+        for e in &events {
+            let parsed = crate::discovery::events::parse(e)
+                .unwrap_or_else(|err| panic!("{}: {err}", e.event));
+            let want_label = match e.event.as_str() {
+                "status_update_event"
+                | "health_status_changed_event"
+                | "api_post_event"
+                | "event_stream_attached"
+                | "event_stream_detached" => e.event.as_str(),
+                _ => "other",
+            };
+            assert_eq!(parsed.metric_label(), want_label);
+        }
+    }
+
+    #[test]
+    fn marathon_event_json_files_parse_as_data_only_events() {
+        let dir = format!("{DOCS}events");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read_to_string(&path).unwrap();
+            // Pretty-printed JSON over several `data:` lines, as a server may send it.
+            let mut text = String::new();
+            for line in data.lines() {
+                text.push_str("data: ");
+                text.push_str(line);
+                text.push_str("\r\n");
+            }
+            text.push_str("\r\n");
+            let events = parse_all(&[text.as_bytes()]);
+            assert_eq!(events.len(), 1, "{}", path.display());
+            let parsed = crate::discovery::events::parse(&events[0])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            match stem.as_str() {
+                "status_update_event" => assert!(matches!(
+                    parsed,
+                    crate::discovery::events::MarathonEvent::StatusUpdate(ref s)
+                        if s.task_id == "my-app_0-1396592784349" && s.ports == [31372]
+                )),
+                "health_status_changed_event" => assert!(matches!(
+                    parsed,
+                    crate::discovery::events::MarathonEvent::HealthChanged(ref h)
+                        if h.alive && h.instance_id.as_deref()
+                            == Some("my-app.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c")
+                )),
+                "api_post_event" => {
+                    assert_eq!(parsed, crate::discovery::events::MarathonEvent::ApiPost)
+                }
+                _ => assert!(matches!(
+                    parsed,
+                    crate::discovery::events::MarathonEvent::Other(_)
+                )),
+            }
+            n += 1;
+        }
+        assert_eq!(n, 27);
     }
 }

@@ -587,6 +587,7 @@ async fn marathon_event_burst_is_coalesced() {
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let fetches = server.apps_hits() - before;
+    eprintln!("1000 events -> {fetches} /v2/apps fetches");
     assert!(
         (1..10).contains(&fetches),
         "1000 events caused {fetches} fetches"
@@ -829,6 +830,48 @@ async fn file_source_reloads_and_keeps_last_good() {
     .unwrap();
     run.wait(CHANGE_WITHIN, "reload as mesos", |s| {
         task_ids(&s.state) == ids(&["m.1", "m.2"])
+    })
+    .await;
+    run.stop().await;
+}
+
+/// (8b) the watcher cannot start (the directory does not exist yet): polling every
+/// `poll_interval` picks the file up once it appears, and its later changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_source_polls_when_the_watcher_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("later");
+    let path = sub.join("apps.json");
+    let config = Arc::new(
+        Config::parse(&format!(
+            "[discovery]\nsource = \"file\"\nfile = {:?}\npoll_interval = \"100ms\"\n",
+            path.display().to_string()
+        ))
+        .unwrap(),
+    );
+    let before = errors("file", "io");
+    let run = Running::start(config);
+    eventually(Duration::from_secs(2), "missing file counted", || {
+        errors("file", "io") > before
+    })
+    .await;
+    assert_eq!(run.snapshots.load().version, 0);
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(&path, apps_answer(&[t("web.7", "127.0.0.1", 31007)])).unwrap();
+    let s = run
+        .wait(CHANGE_WITHIN, "file found by polling", |s| s.version > 0)
+        .await;
+    assert_eq!(task_ids(&s.state), ids(&["web.7"]));
+    std::fs::write(
+        &path,
+        apps_answer(&[
+            t("web.7", "127.0.0.1", 31007),
+            t("web.8", "127.0.0.1", 31008),
+        ]),
+    )
+    .unwrap();
+    run.wait(CHANGE_WITHIN, "change found by polling", |s| {
+        s.state.tasks.contains_key("web.8")
     })
     .await;
     run.stop().await;
