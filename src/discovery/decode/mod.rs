@@ -307,9 +307,9 @@ macro_rules! scalar_visits {
     };
 }
 
-/// A leaf field: the JSON value is buffered and converted to `T`; `null` or a missing field is
-/// [`Val::Absent`], a value that does not convert (wrong type, `70000` for a `u16`) is
-/// [`Val::Bad`] with a short rendering of it. Never fails.
+/// A leaf field (string, number, boolean): `null` or a missing field is [`Val::Absent`]; a value
+/// that does not convert to `T` (wrong type, `70000` or `-1` for a `u16`, an object) is
+/// [`Val::Bad`] with a short rendering of it. Never fails on well-formed JSON and never buffers.
 #[derive(Debug, Clone, Default)]
 pub(super) enum Val<T> {
     #[default]
@@ -339,16 +339,148 @@ impl Val<String> {
     }
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Val<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = serde_json::Value::deserialize(d)?;
-        if v.is_null() {
-            return Ok(Val::Absent);
+/// A JSON scalar as a leaf visitor saw it.
+pub(super) enum Scalar<'a> {
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(&'a str),
+    String(String),
+}
+
+impl Scalar<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::I64(n) => n.to_string(),
+            Scalar::U64(n) => n.to_string(),
+            Scalar::F64(n) => n.to_string(),
+            Scalar::Str(s) => describe(&serde_json::Value::String((*s).to_string())),
+            Scalar::String(s) => describe(&serde_json::Value::String(s.clone())),
         }
-        Ok(match T::deserialize(&v) {
+    }
+}
+
+/// A leaf type a [`Val`] can hold: converts a scalar, or rejects it (the caller renders it).
+pub(super) trait FromScalar: Sized {
+    /// The value, or the scalar back when it does not convert.
+    fn from_scalar(s: Scalar<'_>) -> Result<Self, Scalar<'_>>;
+}
+
+impl FromScalar for String {
+    fn from_scalar(s: Scalar<'_>) -> Result<Self, Scalar<'_>> {
+        match s {
+            Scalar::Str(s) => Ok(s.to_string()),
+            Scalar::String(s) => Ok(s),
+            other => Err(other),
+        }
+    }
+}
+
+impl FromScalar for bool {
+    fn from_scalar(s: Scalar<'_>) -> Result<Self, Scalar<'_>> {
+        match s {
+            Scalar::Bool(b) => Ok(b),
+            other => Err(other),
+        }
+    }
+}
+
+impl FromScalar for f64 {
+    fn from_scalar(s: Scalar<'_>) -> Result<Self, Scalar<'_>> {
+        match s {
+            Scalar::F64(n) => Ok(n),
+            Scalar::I64(n) => Ok(n as f64),
+            Scalar::U64(n) => Ok(n as f64),
+            other => Err(other),
+        }
+    }
+}
+
+macro_rules! integer_from_scalar {
+    ($($t:ty),*) => {$(
+        impl FromScalar for $t {
+            fn from_scalar(s: Scalar<'_>) -> Result<Self, Scalar<'_>> {
+                match s {
+                    Scalar::U64(n) => <$t>::try_from(n).map_err(|_| Scalar::U64(n)),
+                    Scalar::I64(n) => <$t>::try_from(n).map_err(|_| Scalar::I64(n)),
+                    // Some encoders write integers as `80.0`.
+                    Scalar::F64(n) if n.fract() == 0.0 && n >= 0.0 && n <= <$t>::MAX as f64 => {
+                        Ok(n as $t)
+                    }
+                    other => Err(other),
+                }
+            }
+        }
+    )*};
+}
+integer_from_scalar!(u16, u32, u64);
+
+impl<'de, T: FromScalar> Deserialize<'de> for Val<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValVisitor(PhantomData))
+    }
+}
+
+struct ValVisitor<T>(PhantomData<T>);
+
+impl<T: FromScalar> ValVisitor<T> {
+    fn scalar(s: Scalar<'_>) -> Val<T> {
+        match T::from_scalar(s) {
             Ok(t) => Val::Ok(t),
-            Err(_) => Val::Bad(describe(&v)),
-        })
+            Err(s) => Val::Bad(s.describe()),
+        }
+    }
+}
+
+impl<'de, T: FromScalar> Visitor<'de> for ValVisitor<T> {
+    type Value = Val<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Val<T>, E> {
+        Ok(Self::scalar(Scalar::Bool(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Val<T>, E> {
+        Ok(Self::scalar(Scalar::I64(v)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val<T>, E> {
+        Ok(Self::scalar(Scalar::U64(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val<T>, E> {
+        Ok(Self::scalar(Scalar::F64(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Val<T>, E> {
+        Ok(Self::scalar(Scalar::Str(v)))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Val<T>, E> {
+        Ok(Self::scalar(Scalar::String(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Val<T>, E> {
+        Ok(Val::Absent)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Val<T>, E> {
+        Ok(Val::Absent)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Val<T>, A::Error> {
+        drain_seq(seq)?;
+        Ok(Val::Bad("an array".to_string()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Val<T>, A::Error> {
+        drain_map(map)?;
+        Ok(Val::Bad("an object".to_string()))
     }
 }
 
@@ -653,8 +785,8 @@ mod tests {
         assert!(matches!(detect(b"{}"), Err(DecodeError::UnknownShape)));
         assert!(matches!(detect(b"[1, 2]"), Err(DecodeError::Shape { .. })));
         assert!(matches!(detect(b"42"), Err(DecodeError::Shape { .. })));
-        // Deep nesting: skipped unknown fields are walked without recursion; inside a field we
-        // read, serde_json's recursion limit makes it an error, never a stack overflow.
+        // Deep nesting: the decoded schema has no recursive type, and skipped values (unknown
+        // fields, values of the wrong type) are walked without recursion: no stack overflow.
         let nest = |field: &str| {
             format!(
                 r#"{{"apps":[{{"id":"/a","{field}":{}{}}}]}}"#,
@@ -663,7 +795,14 @@ mod tests {
             )
         };
         assert!(detect(nest("unknown").as_bytes()).is_ok());
-        assert!(detect(nest("version").as_bytes()).is_err());
+        let s = detect(nest("version").as_bytes()).expect("bad version skipped");
+        assert_eq!(s.apps["/a"].version, "");
+        let deep_obj = format!(
+            r#"{{"apps":[{{"id":"/a","container":{}{{}}{}}}]}}"#,
+            r#"{"docker":"#.repeat(100_000),
+            "}".repeat(100_000)
+        );
+        assert!(detect(deep_obj.as_bytes()).is_ok());
         // A task that is a deep array is skipped (drained without recursion).
         let s = detect(nest("tasks").as_bytes()).expect("bad task skipped");
         assert!(s.tasks.is_empty());
