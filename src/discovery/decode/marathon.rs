@@ -293,13 +293,14 @@ fn label_vec(map: &LabelMap, app_id: &str) -> Vec<(String, String)> {
     labels(map, app_id).into_iter().collect()
 }
 
-/// A port number field: `Some(Some(n))` valid, `Some(None)` absent, `None` invalid (warned).
-fn port_field(v: &Val<u16>, app_id: &str, what: &'static str) -> Option<Option<u16>> {
+/// A port number field of an app; an invalid one (`70000`, `-1`, `"x"`) is warned about and
+/// treated as absent, so the port keeps its index.
+fn port_field(v: &Val<u16>, app_id: &str, what: &'static str) -> Option<u16> {
     match v {
-        Val::Ok(p) => Some(Some(*p)),
-        Val::Absent => Some(None),
+        Val::Ok(p) => Some(*p),
+        Val::Absent => None,
         Val::Bad(v) => {
-            tracing::warn!(source = "marathon", app_id, field = what, value = %v, "invalid port number skipped");
+            tracing::warn!(source = "marathon", app_id, field = what, value = %v, "invalid port number ignored");
             None
         }
     }
@@ -313,44 +314,31 @@ fn decode_app(id: &str, app: &AppDoc, state: &mut ClusterState) {
     let mut ports: Vec<AppPort> = Vec::new();
     if use_mappings {
         for m in &mappings {
-            let (Some(container_port), Some(host_port), Some(service_port)) = (
-                port_field(&m.container_port, id, "containerPort"),
-                port_field(&m.host_port, id, "hostPort"),
-                port_field(&m.service_port, id, "servicePort"),
-            ) else {
-                continue;
-            };
             ports.push(AppPort {
                 name: m.name.ok().cloned(),
                 protocol: m.protocol.str().unwrap_or("tcp").to_string(),
-                container_port,
-                host_port,
-                service_port,
+                container_port: port_field(&m.container_port, id, "containerPort"),
+                host_port: port_field(&m.host_port, id, "hostPort"),
+                service_port: port_field(&m.service_port, id, "servicePort"),
                 labels: labels(&m.labels, id),
             });
         }
     } else if let Some(defs) = &app.port_definitions {
         for d in defs.iter().filter_map(Obj::ok) {
-            let Some(service_port) = port_field(&d.port, id, "portDefinitions.port") else {
-                continue;
-            };
             ports.push(AppPort {
                 name: d.name.ok().cloned(),
                 protocol: d.protocol.str().unwrap_or("tcp").to_string(),
                 container_port: None,
                 host_port: None,
-                service_port,
+                service_port: port_field(&d.port, id, "portDefinitions.port"),
                 labels: labels(&d.labels, id),
             });
         }
     } else {
         for p in app.ports.iter() {
-            let Some(service_port) = port_field(p, id, "ports") else {
-                continue;
-            };
             ports.push(AppPort {
                 protocol: "tcp".to_string(),
-                service_port,
+                service_port: port_field(p, id, "ports"),
                 ..AppPort::default()
             });
         }
@@ -526,6 +514,8 @@ struct PlannedPort {
     /// For a single-number port (a port definition or a discovery port): `network-scope=host`
     /// puts the number into `host_port`, anything else into `port` (dcos-net `handle_port_scope`).
     single_number: bool,
+    /// A port whose own number was invalid: it takes its host port but yields no `TaskPort`.
+    invalid: bool,
     labels: Vec<(String, String)>,
 }
 
@@ -541,10 +531,10 @@ impl PortPlan {
         let mut ports = Vec::new();
         if mode != Mode::Host && !mappings.is_empty() {
             for m in mappings {
-                let container_port = match port_field(&m.container_port, app_id, "containerPort") {
-                    Some(p) => p,
-                    None => continue,
-                };
+                // An invalid containerPort (already warned about) still takes its host port, so
+                // the following mappings keep theirs; it yields no TaskPort.
+                let invalid = matches!(m.container_port, Val::Bad(_));
+                let container_port = m.container_port.get();
                 // Bridge mode implies a (dynamic) host port; container mode only with `hostPort`.
                 let takes_host_port = match &m.host_port {
                     Val::Absent => mode == Mode::Bridge,
@@ -556,6 +546,7 @@ impl PortPlan {
                     port: container_port,
                     takes_host_port,
                     single_number: false,
+                    invalid,
                     labels: label_vec(&m.labels, app_id),
                 });
             }
@@ -572,7 +563,7 @@ impl PortPlan {
             .unwrap_or_default();
         if mode == Mode::Container && !discovery.is_empty() {
             for d in discovery {
-                let Some(Some(number)) =
+                let Some(number) =
                     port_field(&d.number, app_id, "ipAddress.discovery.ports.number")
                 else {
                     continue;
@@ -583,6 +574,7 @@ impl PortPlan {
                     port: Some(number),
                     takes_host_port: false,
                     single_number: true,
+                    invalid: false,
                     labels: label_vec(&d.labels, app_id),
                 });
             }
@@ -604,6 +596,7 @@ impl PortPlan {
                 port: None,
                 takes_host_port: true,
                 single_number: true,
+                invalid: false,
                 labels: label_vec(&d.labels, app_id),
             });
         }
@@ -651,6 +644,9 @@ impl PortPlan {
             } else {
                 None
             };
+            if p.invalid {
+                continue;
+            }
             let (port, host_port) = if p.single_number {
                 let number = p.port.or(host_port);
                 if is_host_scope(&p.labels) || (p.port.is_none() && !has_scope(&p.labels)) {
@@ -1026,6 +1022,30 @@ mod tests {
         assert_eq!(
             t.ports,
             vec![port(PortProtocol::Tcp, None, Some(31002), None, &[])]
+        );
+    }
+
+    #[test]
+    fn an_invalid_container_port_keeps_host_port_alignment() {
+        let body = br#"{"apps":[{"id":"/b","container":{"docker":{"network":"BRIDGE","portMappings":[
+              {"containerPort":"x","servicePort":10000},
+              {"containerPort":81,"servicePort":10001,"labels":{"VIP_0":"/b:81"}}]}},
+            "tasks":[{"id":"t","host":"10.0.0.9","slaveId":"s","state":"TASK_RUNNING","ports":[31000,31001],
+              "ipAddresses":[{"ipAddress":"172.17.0.9"}]}]}]}"#;
+        let s = marathon_apps(body).expect("decodes");
+        let app = &s.apps["/b"];
+        assert_eq!(app.ports.len(), 2);
+        assert_eq!(app.ports[0].container_port, None);
+        assert_eq!(app.service_ports, vec![10000, 10001]);
+        assert_eq!(
+            s.tasks["t"].ports,
+            vec![port(
+                PortProtocol::Tcp,
+                Some(81),
+                Some(31001),
+                None,
+                &[("VIP_0", "/b:81")]
+            )]
         );
     }
 
