@@ -348,7 +348,7 @@ mod tests {
             ip: ip.parse().unwrap(),
             port,
             weight,
-            task_id: format!("task-{port}"),
+            task_id: format!("task-{port}").into(),
             app_id: Some("/web".into()),
             agent_ip: None,
         }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use super::labels::{self, VipHost, VipLabel};
 use super::snapshot::{
-    Backend, BackendId, Counts, NamedVipKey, Protocol, RejectReason, Rejection, Service, Snapshot,
-    Vip, VipKey,
+    Backend, BackendId, Counts, NamedVip, NamedVipKey, Protocol, RejectReason, Rejection, Service,
+    Snapshot, Vip, VipKey,
 };
 use super::state::{App, ClusterState, PortProtocol, Task, TaskState};
 use super::vip;
@@ -49,7 +49,7 @@ impl Snapshot {
     pub fn build(state: &Arc<ClusterState>, config: &Config, prev: &Snapshot) -> Snapshot {
         let mut b = Builder::new(state);
         for task in state.tasks.values() {
-            b.task_vips(task);
+            b.task(task);
         }
         let (vips, named) = b.finish_vips(config, prev);
         let services = b.services();
@@ -118,16 +118,10 @@ pub fn backend_id(protocol: Protocol, ip: IpAddr, port: u16) -> BackendId {
 }
 
 // === impl Builder ===
-
-/// One candidate backend, borrowing its task from the state.
-#[derive(Debug, Clone, Copy)]
-struct Raw<'s> {
-    ip: IpAddr,
-    port: u16,
-    weight: u32,
-    agent_ip: Option<IpAddr>,
-    task: &'s Task,
-}
+//
+// One pass over the tasks does everything that needs the task's data: backends (with their
+// shared `Arc<str>` ids) are made while the task is in cache and filed under their VIP, named VIP
+// or service port; later stages only sort, deduplicate and move them.
 
 /// Everything gathered for one named VIP (name, framework).
 struct NamedAcc<'s> {
@@ -135,27 +129,76 @@ struct NamedAcc<'s> {
     base: Option<String>,
     /// Oldest age among the tasks that gave backends.
     age_ms: Option<i64>,
-    ports: BTreeMap<(Protocol, u16), Vec<Raw<'s>>>,
+    /// Backends by (protocol, VIP port); usually one entry.
+    ports: Vec<((Protocol, u16), Vec<Backend>)>,
     /// The first label that gave a backend (tasks are visited in id order): what a
     /// `RangeExhausted` rejection shows.
     first: Option<(&'s Task, &'s str, &'s str)>,
 }
 
+/// One service port of an app, with its candidate backends.
+struct ServicePort {
+    index: usize,
+    service_port: u16,
+    tcp: bool,
+    udp: bool,
+    container_port: Option<u16>,
+    /// Backend ids are set per protocol when the service is finished.
+    cands: Vec<Backend>,
+}
+
+/// A Marathon app as the build sees it.
+struct AppCtx {
+    id: Arc<str>,
+    version_ms: Option<i64>,
+    ports: Vec<ServicePort>,
+}
+
 /// A VIP being assembled.
 #[derive(Default)]
-struct PendingVip<'s> {
+struct PendingVip {
     label: Option<NamedVipKey>,
     name: Option<String>,
-    raws: Vec<Raw<'s>>,
+    backends: Vec<Backend>,
 }
 
 struct Builder<'s> {
-    state: &'s ClusterState,
     agent_ips: HashMap<&'s str, IpAddr>,
     frameworks: HashMap<&'s str, &'s str>,
-    ip_vips: HashMap<VipKey, Vec<Raw<'s>>>,
+    /// Apps in id order, and their index by id.
+    apps: Vec<AppCtx>,
+    app_index: HashMap<&'s str, usize>,
+    ip_vips: HashMap<VipKey, Vec<Backend>>,
     named: HashMap<(&'s str, &'s str), NamedAcc<'s>>,
     rejected: Vec<Rejection>,
+    /// Reused buffer for the addresses of one label.
+    scratch: Vec<(IpAddr, u16)>,
+    /// The app of the previous task (id, index in `apps`).
+    last_app: Option<(&'s str, usize)>,
+    /// The framework of the previous named-VIP label (id, name).
+    last_framework: Option<(&'s str, &'s str)>,
+}
+
+/// What every backend of one task shares.
+struct TaskCtx<'a> {
+    weight: u32,
+    agent_ip: Option<IpAddr>,
+    id: &'a Arc<str>,
+    app_id: &'a Option<Arc<str>>,
+}
+
+impl TaskCtx<'_> {
+    fn backend(&self, protocol: Protocol, ip: IpAddr, port: u16) -> Backend {
+        Backend {
+            id: backend_id(protocol, ip, port),
+            ip,
+            port,
+            weight: self.weight,
+            task_id: self.id.clone(),
+            app_id: self.app_id.clone(),
+            agent_ip: self.agent_ip,
+        }
+    }
 }
 
 impl<'s> Builder<'s> {
@@ -170,26 +213,92 @@ impl<'s> Builder<'s> {
             .iter()
             .map(|(id, f)| (id.as_str(), f.name.as_str()))
             .collect();
-        Builder {
-            state,
+        let mut b = Builder {
             agent_ips,
             frameworks,
+            apps: Vec::with_capacity(state.apps.len()),
+            app_index: HashMap::with_capacity(state.apps.len()),
             ip_vips: HashMap::new(),
-            named: HashMap::new(),
+            named: HashMap::with_capacity(state.apps.len()),
             rejected: Vec::new(),
+            scratch: Vec::new(),
+            last_app: None,
+            last_framework: None,
+        };
+        for app in state.apps.values() {
+            let ctx = b.app_ctx(app);
+            b.app_index.insert(app.id.as_str(), b.apps.len());
+            b.apps.push(ctx);
         }
+        b
     }
 
-    fn agent_ip(&self, task: &Task) -> Option<IpAddr> {
-        self.agent_ips.get(task.agent_id.as_str()).copied()
+    /// The service ports of an app: one per port index with a non-zero service port
+    /// (`HAPROXY_{n}_PORT`, else the port's `servicePort`).
+    fn app_ctx(&mut self, app: &App) -> AppCtx {
+        let n = app.service_ports.len().max(app.ports.len());
+        let mut ports = Vec::new();
+        for index in 0..n {
+            let port_def = app.ports.get(index);
+            let declared = port_def
+                .and_then(|p| p.service_port)
+                .or_else(|| app.service_ports.get(index).copied());
+            let service_port = match labels::haproxy_port(&app.labels, index) {
+                Some((_, _, Ok(p))) => Some(p),
+                Some((key, value, Err(reason))) => {
+                    self.reject(Some(&app.id), "", key, value, reason);
+                    declared
+                }
+                None => declared,
+            };
+            let Some(service_port) = service_port.filter(|&p| p != 0) else {
+                continue;
+            };
+            // `tcp`, `udp`, `udp,tcp` (as `PortProtocol::parse_list`, without allocating); an
+            // empty protocol is tcp.
+            let (mut tcp, mut udp) = (false, false);
+            match port_def.map(|p| p.protocol.trim()) {
+                Some(list) if !list.is_empty() => {
+                    for p in list.split(',').map(str::trim) {
+                        tcp |= p.eq_ignore_ascii_case("tcp");
+                        udp |= p.eq_ignore_ascii_case("udp");
+                    }
+                }
+                _ => tcp = true,
+            }
+            if !tcp && !udp {
+                continue;
+            }
+            ports.push(ServicePort {
+                index,
+                service_port,
+                tcp,
+                udp,
+                container_port: port_def.and_then(|p| p.container_port),
+                cands: Vec::with_capacity(usize::try_from(app.instances).unwrap_or(0).min(64)),
+            });
+        }
+        AppCtx {
+            id: Arc::from(app.id.as_str()),
+            version_ms: app.version_ms,
+            ports,
+        }
     }
 
     /// Framework name of a task, falling back to its framework ID (as `ClusterState` does).
-    fn framework_name(&self, task: &'s Task) -> &'s str {
-        match self.frameworks.get(task.framework_id.as_str()) {
-            Some(name) if !name.is_empty() => name,
-            _ => task.framework_id.as_str(),
+    fn framework_name(&mut self, task: &'s Task) -> &'s str {
+        let id = task.framework_id.as_str();
+        if let Some((last, name)) = self.last_framework
+            && last == id
+        {
+            return name;
         }
+        let name = match self.frameworks.get(id) {
+            Some(name) if !name.is_empty() => name,
+            _ => id,
+        };
+        self.last_framework = Some((id, name));
+        name
     }
 
     fn reject(
@@ -212,21 +321,53 @@ impl<'s> Builder<'s> {
         self.reject(task.app_id.as_deref(), &task.id, key, value, reason);
     }
 
-    /// Age of a task for slot collisions: its Marathon app's version, else its start time.
-    fn task_age(&self, task: &Task) -> Option<i64> {
-        task.app_id
-            .as_deref()
-            .and_then(|id| self.state.apps.get(id))
-            .and_then(|app| app.version_ms)
-            .or(task.started_ms)
-    }
-
-    /// Collects the VIP backends of one task from its port labels and legacy task labels.
-    fn task_vips(&mut self, task: &'s Task) {
+    /// Files every backend of one task: VIP backends from its port labels and legacy task
+    /// labels, and service-port candidates of its Marathon app.
+    fn task(&mut self, task: &'s Task) {
         let Some(weight) = task_weight(task) else {
             return;
         };
-        let agent_ip = self.agent_ip(task);
+        // Tasks come in id order and Marathon task ids start with the app id, so the previous
+        // task's app is usually this one's: compare before hashing.
+        let app = match (task.app_id.as_deref(), self.last_app) {
+            (Some(id), Some((last, i))) if id == last => Some(i),
+            (Some(id), _) => {
+                let found = self.app_index.get(id).copied();
+                if let Some(i) = found {
+                    self.last_app = Some((id, i));
+                }
+                found
+            }
+            (None, _) => None,
+        };
+        let (app_id, app_age) = match app.and_then(|i| self.apps.get(i)) {
+            Some(ctx) => (Some(ctx.id.clone()), ctx.version_ms),
+            None => (task.app_id.as_deref().map(Arc::from), None),
+        };
+        let id: Arc<str> = Arc::from(task.id.as_str());
+        let ctx = TaskCtx {
+            weight,
+            agent_ip: self.agent_ips.get(task.agent_id.as_str()).copied(),
+            id: &id,
+            app_id: &app_id,
+        };
+        let age = app_age.or(task.started_ms);
+
+        if let Some(app) = app.and_then(|i| self.apps.get_mut(i)) {
+            for sp in &mut app.ports {
+                let addr = match task.host_ports.get(sp.index) {
+                    Some(&hp) => ctx.agent_ip.map(|ip| (ip, hp)),
+                    None if task.host_ports.is_empty() => {
+                        task.netinfo_ips.first().copied().zip(sp.container_port)
+                    }
+                    None => None,
+                };
+                if let Some((ip, port)) = addr {
+                    sp.cands.push(ctx.backend(Protocol::Tcp, ip, port));
+                }
+            }
+        }
+
         for port in &task.ports {
             for (key, value) in &port.labels {
                 if !labels::is_vip_key(key) {
@@ -248,26 +389,22 @@ impl<'s> Builder<'s> {
                     }
                 };
                 // dcos_l4lb_mesos_poller:backends/3.
-                let raw = |ip: IpAddr, port: u16| Raw {
-                    ip,
-                    port,
-                    weight,
-                    agent_ip,
-                    task,
-                };
-                let mut addrs: Vec<Raw<'s>> = Vec::new();
+                let mut addrs = std::mem::take(&mut self.scratch);
+                addrs.clear();
                 if let Some(host_port) = port.host_port {
-                    addrs.extend(agent_ip.map(|ip| raw(ip, host_port)));
+                    addrs.extend(ctx.agent_ip.map(|ip| (ip, host_port)));
                 } else if let Some(number) = port.port {
                     if task.netinfo_ips.is_empty() {
-                        addrs.extend(agent_ip.map(|ip| raw(ip, number)));
+                        addrs.extend(ctx.agent_ip.map(|ip| (ip, number)));
                     } else {
-                        addrs.extend(task.netinfo_ips.iter().map(|&ip| raw(ip, number)));
+                        addrs.extend(task.netinfo_ips.iter().map(|&ip| (ip, number)));
                     }
                 }
-                self.add(task, protocol, label, addrs, key, value);
+                self.add(task, &ctx, age, protocol, label, &addrs, key, value);
+                self.scratch = addrs;
             }
         }
+
         for (key, value) in &task.labels {
             let Some(parsed) = labels::parse_legacy_vip(key, value) else {
                 continue;
@@ -283,35 +420,41 @@ impl<'s> Builder<'s> {
                 self.reject_task(task, key, value, RejectReason::BadPortIndex);
                 continue;
             };
-            let addrs: Vec<Raw<'s>> = agent_ip
-                .map(|ip| Raw {
-                    ip,
-                    port: host_port,
-                    weight,
-                    agent_ip,
-                    task,
-                })
-                .into_iter()
-                .collect();
-            self.add(task, legacy.protocol, legacy.label, addrs, key, value);
+            let addrs: &[(IpAddr, u16)] = match ctx.agent_ip {
+                Some(ip) => &[(ip, host_port)],
+                None => &[],
+            };
+            self.add(
+                task,
+                &ctx,
+                age,
+                legacy.protocol,
+                legacy.label,
+                addrs,
+                key,
+                value,
+            );
         }
     }
 
     /// Files the backends of one parsed label under its IP VIP or named VIP.
+    #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
         task: &'s Task,
+        ctx: &TaskCtx<'_>,
+        age: Option<i64>,
         protocol: Protocol,
         label: VipLabel<'s>,
-        addrs: Vec<Raw<'s>>,
+        addrs: &[(IpAddr, u16)],
         key: &'s str,
         value: &'s str,
     ) {
         match label.host {
             VipHost::Ip(vip_ip) => {
                 // validate_backend_ip/3 with IPv6 enabled: same family only.
-                let same_family = |r: &Raw<'_>| r.ip.is_ipv4() == vip_ip.is_ipv4();
-                if !addrs.iter().any(same_family) {
+                let same_family = |a: &&(IpAddr, u16)| a.0.is_ipv4() == vip_ip.is_ipv4();
+                if !addrs.iter().any(|a| same_family(&a)) {
                     return;
                 }
                 let k = VipKey {
@@ -319,21 +462,22 @@ impl<'s> Builder<'s> {
                     ip: vip_ip,
                     port: label.port,
                 };
-                self.ip_vips
-                    .entry(k)
-                    .or_default()
-                    .extend(addrs.into_iter().filter(same_family));
+                self.ip_vips.entry(k).or_default().extend(
+                    addrs
+                        .iter()
+                        .filter(same_family)
+                        .map(|&(ip, port)| ctx.backend(protocol, ip, port)),
+                );
             }
             VipHost::Name(name) => {
                 let framework = self.framework_name(task);
-                let age = self.task_age(task);
                 let acc = self
                     .named
                     .entry((name, framework))
                     .or_insert_with(|| NamedAcc {
                         base: vip::vip_base_name(name, framework),
                         age_ms: None,
-                        ports: BTreeMap::new(),
+                        ports: Vec::new(),
                         first: None,
                     });
                 if acc.base.is_none() {
@@ -348,10 +492,21 @@ impl<'s> Builder<'s> {
                     (a, b) => a.or(b),
                 };
                 acc.first.get_or_insert((task, key, value));
-                acc.ports
-                    .entry((protocol, label.port))
-                    .or_default()
-                    .extend(addrs);
+                let pk = (protocol, label.port);
+                let slot = match acc.ports.iter().position(|(k, _)| *k == pk) {
+                    Some(i) => i,
+                    None => {
+                        acc.ports.push((pk, Vec::new()));
+                        acc.ports.len() - 1
+                    }
+                };
+                if let Some((_, backends)) = acc.ports.get_mut(slot) {
+                    backends.extend(
+                        addrs
+                            .iter()
+                            .map(|&(ip, port)| ctx.backend(protocol, ip, port)),
+                    );
+                }
             }
         }
     }
@@ -361,7 +516,7 @@ impl<'s> Builder<'s> {
         &mut self,
         config: &Config,
         prev: &Snapshot,
-    ) -> (Vec<Vip>, BTreeMap<NamedVipKey, super::snapshot::NamedVip>) {
+    ) -> (Vec<Vip>, BTreeMap<NamedVipKey, NamedVip>) {
         let mut named_accs: Vec<(NamedVipKey, NamedAcc<'s>)> = self
             .named
             .drain()
@@ -377,59 +532,81 @@ impl<'s> Builder<'s> {
             })
             .collect();
         named_accs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let requests = named_accs
+        let requests: Vec<vip::Request<'_>> = named_accs
             .iter()
-            .filter_map(|(key, acc)| {
-                Some(vip::Request {
-                    key: key.clone(),
-                    base: acc.base.clone()?,
-                    age_ms: acc.age_ms,
-                    ipv6: acc.ports.values().flatten().any(|r| r.ip.is_ipv6()),
-                })
+            .map(|(key, acc)| vip::Request {
+                key,
+                base: acc.base.as_deref().unwrap_or_default(),
+                age_ms: acc.age_ms,
+                ipv6: acc
+                    .ports
+                    .iter()
+                    .any(|(_, bs)| bs.iter().any(|b| b.ip.is_ipv6())),
             })
             .collect();
-        let (named, failed) = vip::allocate(
-            requests,
+        let allocations = vip::allocate(
+            &requests,
             &prev.named,
             config.l4.vip_range,
             config.l4.vip_range6,
         );
+        drop(requests);
 
-        let mut pending: BTreeMap<VipKey, PendingVip<'s>> = BTreeMap::new();
-        for (k, raws) in self.ip_vips.drain() {
-            pending.entry(k).or_default().raws.extend(raws);
+        let mut pending: BTreeMap<VipKey, PendingVip> = BTreeMap::new();
+        for (k, backends) in self.ip_vips.drain() {
+            // Keys are unique in `ip_vips`: a fresh entry takes the vector as it is.
+            pending.entry(k).or_default().backends = backends;
         }
-        for (key, acc) in named_accs {
-            if let Some((task, k, v)) = acc.first
-                && failed.iter().any(|(f, _)| *f == key)
-            {
-                self.reject_task(task, k, v, RejectReason::RangeExhausted);
-            }
-            let Some(nv) = named.get(&key) else {
-                continue;
+        let mut named: Vec<(NamedVipKey, NamedVip)> = Vec::with_capacity(named_accs.len());
+        for ((key, acc), allocation) in named_accs.into_iter().zip(allocations) {
+            let nv = match allocation {
+                vip::Allocation::Ok(nv) => nv,
+                vip::Allocation::NoIpv6(nv) => {
+                    if let Some((task, k, v)) = acc.first {
+                        self.reject_task(task, k, v, RejectReason::RangeExhausted);
+                    }
+                    nv
+                }
+                vip::Allocation::Exhausted => {
+                    if let Some((task, k, v)) = acc.first {
+                        self.reject_task(task, k, v, RejectReason::RangeExhausted);
+                    }
+                    continue;
+                }
             };
-            for ((protocol, port), raws) in acc.ports {
-                let (v4, v6): (Vec<Raw<'s>>, Vec<Raw<'s>>) =
-                    raws.into_iter().partition(|r| r.ip.is_ipv4());
-                let mut file = |ip: IpAddr, raws: Vec<Raw<'s>>| {
-                    if raws.is_empty() {
+            for ((protocol, port), backends) in acc.ports {
+                let (v4, v6): (Vec<Backend>, Vec<Backend>) =
+                    if backends.iter().all(|b| b.ip.is_ipv4()) {
+                        (backends, Vec::new())
+                    } else {
+                        backends.into_iter().partition(|b| b.ip.is_ipv4())
+                    };
+                let mut file = |ip: IpAddr, backends: Vec<Backend>| {
+                    if backends.is_empty() {
                         return;
                     }
                     let p = pending.entry(VipKey { protocol, ip, port }).or_default();
                     p.label.get_or_insert_with(|| key.clone());
                     p.name.get_or_insert_with(|| nv.fqdn.clone());
-                    p.raws.extend(raws);
+                    if p.backends.is_empty() {
+                        p.backends = backends;
+                    } else {
+                        p.backends.extend(backends);
+                    }
                 };
                 file(IpAddr::V4(nv.ipv4), v4);
                 if let Some(ip6) = nv.ipv6 {
                     file(IpAddr::V6(ip6), v6);
                 }
             }
+            named.push((key, nv));
         }
+        // Already sorted by key: the map is bulk-built.
+        let named: BTreeMap<NamedVipKey, NamedVip> = named.into_iter().collect();
         let vips = pending
             .into_iter()
             .filter_map(|(key, p)| {
-                let backends = finish_backends(key.protocol, p.raws);
+                let backends = finish_backends(p.backends, None);
                 (!backends.is_empty()).then_some(Vip {
                     key,
                     name: p.name,
@@ -443,21 +620,38 @@ impl<'s> Builder<'s> {
 
     /// Marathon service ports, sorted by (service port, protocol, app id, port index).
     fn services(&mut self) -> Vec<Service> {
-        let mut by_app: HashMap<&'s str, Vec<&'s Task>> = HashMap::new();
-        for task in self.state.tasks.values() {
-            if let Some(app_id) = task.app_id.as_deref()
-                && task_weight(task).is_some()
-            {
-                by_app.entry(app_id).or_default().push(task);
+        let mut services = Vec::with_capacity(self.apps.len());
+        for app in self.apps.drain(..) {
+            for sp in app.ports {
+                let mut push = |protocol: Protocol, backends: Vec<Backend>| {
+                    services.push(Service {
+                        app_id: app.id.to_string(),
+                        port_index: sp.index,
+                        service_port: sp.service_port,
+                        protocol,
+                        backends,
+                    });
+                };
+                match (sp.tcp, sp.udp) {
+                    (true, true) => {
+                        let tcp = finish_backends(sp.cands, Some(Protocol::Tcp));
+                        let mut udp = tcp.clone();
+                        for b in &mut udp {
+                            b.id = backend_id(Protocol::Udp, b.ip, b.port);
+                        }
+                        push(Protocol::Tcp, tcp);
+                        push(Protocol::Udp, udp);
+                    }
+                    (false, true) => push(
+                        Protocol::Udp,
+                        finish_backends(sp.cands, Some(Protocol::Udp)),
+                    ),
+                    _ => push(
+                        Protocol::Tcp,
+                        finish_backends(sp.cands, Some(Protocol::Tcp)),
+                    ),
+                }
             }
-        }
-        let mut services = Vec::new();
-        for app in self.state.apps.values() {
-            let tasks = by_app
-                .get(app.id.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            self.app_services(app, tasks, &mut services);
         }
         services.sort_unstable_by(|a, b| {
             (a.service_port, a.protocol, &a.app_id, a.port_index).cmp(&(
@@ -469,95 +663,30 @@ impl<'s> Builder<'s> {
         });
         services
     }
-
-    fn app_services(&mut self, app: &App, tasks: &[&'s Task], out: &mut Vec<Service>) {
-        let n = app.service_ports.len().max(app.ports.len());
-        for index in 0..n {
-            let port_def = app.ports.get(index);
-            let declared = port_def
-                .and_then(|p| p.service_port)
-                .or_else(|| app.service_ports.get(index).copied());
-            let service_port = match labels::haproxy_port(&app.labels, index) {
-                Some(Ok(p)) => Some(p),
-                Some(Err(reason)) => {
-                    let key = labels::haproxy_port_key(index);
-                    let value = app.labels.get(&key).map(String::as_str).unwrap_or_default();
-                    self.reject(Some(&app.id), "", &key, value, reason);
-                    declared
-                }
-                None => declared,
-            };
-            let Some(service_port) = service_port.filter(|&p| p != 0) else {
-                continue;
-            };
-            let protocols = match port_def.map(|p| p.protocol.trim()) {
-                Some(p) if !p.is_empty() => PortProtocol::parse_list(p),
-                _ => vec![PortProtocol::Tcp],
-            };
-            let container_port = port_def.and_then(|p| p.container_port);
-            let raws: Vec<Raw<'s>> = tasks
-                .iter()
-                .filter_map(|&task| {
-                    let weight = task_weight(task)?;
-                    let agent_ip = self.agent_ip(task);
-                    let (ip, port) = match task.host_ports.get(index) {
-                        Some(&hp) => (agent_ip?, hp),
-                        None if task.host_ports.is_empty() => {
-                            (*task.netinfo_ips.first()?, container_port?)
-                        }
-                        None => return None,
-                    };
-                    Some(Raw {
-                        ip,
-                        port,
-                        weight,
-                        agent_ip,
-                        task,
-                    })
-                })
-                .collect();
-            for protocol in protocols {
-                let protocol = match protocol {
-                    PortProtocol::Tcp => Protocol::Tcp,
-                    PortProtocol::Udp => Protocol::Udp,
-                    PortProtocol::Other(_) => continue,
-                };
-                out.push(Service {
-                    app_id: app.id.clone(),
-                    port_index: index,
-                    service_port,
-                    protocol,
-                    backends: finish_backends(protocol, raws.clone()),
-                });
-            }
-        }
-    }
 }
 
 /// Sorts by (ip, port), keeps one backend per (ip, port) (the highest weight, then the smallest
-/// task id), and lifts an all-zero set to weight 1.
-fn finish_backends(protocol: Protocol, mut raws: Vec<Raw<'_>>) -> Vec<Backend> {
-    raws.sort_unstable_by(|a, b| {
-        (a.ip, a.port, Reverse(a.weight), &a.task.id).cmp(&(
+/// task id), and lifts an all-zero set to weight 1. With `protocol`, (re)computes the ids.
+fn finish_backends(mut backends: Vec<Backend>, protocol: Option<Protocol>) -> Vec<Backend> {
+    backends.sort_unstable_by(|a, b| {
+        (a.ip, a.port, Reverse(a.weight), &a.task_id).cmp(&(
             b.ip,
             b.port,
             Reverse(b.weight),
-            &b.task.id,
+            &b.task_id,
         ))
     });
-    raws.dedup_by(|later, kept| later.ip == kept.ip && later.port == kept.port);
-    let all_draining = raws.iter().all(|r| r.weight == 0);
-    raws.into_iter()
-        .map(|r| Backend {
-            id: backend_id(protocol, r.ip, r.port),
-            ip: r.ip,
-            port: r.port,
-            weight: if all_draining { 1 } else { r.weight },
-            task_id: r.task.id.clone(),
-            app_id: r.task.app_id.clone(),
-            agent_ip: r.agent_ip,
-        })
-        .collect()
+    backends.dedup_by(|later, kept| later.ip == kept.ip && later.port == kept.port);
+    let all_draining = backends.iter().all(|b| b.weight == 0);
+    for b in &mut backends {
+        if all_draining {
+            b.weight = 1;
+        }
+        if let Some(protocol) = protocol {
+            b.id = backend_id(protocol, b.ip, b.port);
+        }
+    }
+    backends
 }
 
 #[cfg(test)]
@@ -678,7 +807,7 @@ mod tests {
         assert_eq!(v.name, None);
         assert_eq!(v.label, None);
         let b = &v.backends[0];
-        assert_eq!(b.task_id, "t1");
+        assert_eq!(&*b.task_id, "t1");
         assert_eq!(b.agent_ip, Some(ip("10.0.0.1")));
         assert_eq!(b.id, backend_id(Protocol::Tcp, ip("10.0.0.1"), 12049));
         assert_eq!(snap.version, 1);
@@ -883,7 +1012,7 @@ mod tests {
             .expect("vip");
         assert_eq!(v.backends.len(), 1);
         assert_eq!(v.backends[0].weight, 1);
-        assert_eq!(v.backends[0].task_id, "t2");
+        assert_eq!(&*v.backends[0].task_id, "t2");
     }
 
     #[test]

@@ -103,17 +103,28 @@ fn parse_legacy_value<'a>(index: &str, value: &'a str) -> Result<LegacyVip<'a>, 
 
 /// Marathon-LB's service-port override for port index `index`: the app label
 /// `HAPROXY_{index}_PORT`. `None` when absent; `Err(BadPort)` when it is not a port in 1..=65535.
+/// Returns the label's key and value with the result (for a rejection).
 pub fn haproxy_port(
     labels: &BTreeMap<String, String>,
     index: usize,
-) -> Option<Result<u16, RejectReason>> {
-    let value = labels.get(&haproxy_port_key(index))?;
-    Some(parse_port(value.trim()).ok_or(RejectReason::BadPort))
+) -> Option<(&str, &str, Result<u16, RejectReason>)> {
+    // Scans the (few) labels of the app instead of formatting the key: no allocation.
+    let (k, v) = labels.iter().find(|(k, _)| is_haproxy_port_key(k, index))?;
+    Some((k, v, parse_port(v.trim()).ok_or(RejectReason::BadPort)))
 }
 
-/// `HAPROXY_{index}_PORT`.
-pub fn haproxy_port_key(index: usize) -> String {
-    format!("HAPROXY_{index}_PORT")
+/// True for `HAPROXY_{index}_PORT` (the index in canonical decimal form).
+fn is_haproxy_port_key(key: &str, index: usize) -> bool {
+    let Some(n) = key
+        .strip_prefix("HAPROXY_")
+        .and_then(|k| k.strip_suffix("_PORT"))
+    else {
+        return false;
+    };
+    !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && (n == "0" || !n.starts_with('0'))
+        && n.parse::<usize>().ok() == Some(index)
 }
 
 /// `KEY=VALUE`, as a rejection shows a label.
@@ -274,10 +285,18 @@ mod tests {
         labels.insert("HAPROXY_0_PORT".to_string(), "10000".to_string());
         labels.insert("HAPROXY_1_PORT".to_string(), "abc".to_string());
         labels.insert("HAPROXY_2_PORT".to_string(), "0".to_string());
-        assert_eq!(haproxy_port(&labels, 0), Some(Ok(10000)));
-        assert_eq!(haproxy_port(&labels, 1), Some(Err(RejectReason::BadPort)));
-        assert_eq!(haproxy_port(&labels, 2), Some(Err(RejectReason::BadPort)));
-        assert_eq!(haproxy_port(&labels, 3), None);
+        labels.insert("HAPROXY_03_PORT".to_string(), "9".to_string());
+        labels.insert("HAPROXY_GROUP".to_string(), "external".to_string());
+        labels.insert("HAPROXY__PORT".to_string(), "9".to_string());
+        let port = |i| haproxy_port(&labels, i).map(|(_, _, r)| r);
+        assert_eq!(port(0), Some(Ok(10000)));
+        assert_eq!(port(1), Some(Err(RejectReason::BadPort)));
+        assert_eq!(port(2), Some(Err(RejectReason::BadPort)));
+        assert_eq!(port(3), None);
+        assert_eq!(
+            haproxy_port(&labels, 1),
+            Some(("HAPROXY_1_PORT", "abc", Err(RejectReason::BadPort)))
+        );
     }
 
     #[test]

@@ -83,8 +83,9 @@ pub struct Backend {
     pub port: u16,
     /// 1 = takes new connections; 0 = draining (killing or unhealthy), still listed.
     pub weight: u32,
-    pub task_id: String,
-    pub app_id: Option<String>,
+    /// Shared by every backend of the task within one snapshot (cheap to clone).
+    pub task_id: Arc<str>,
+    pub app_id: Option<Arc<str>>,
     pub agent_ip: Option<IpAddr>,
 }
 

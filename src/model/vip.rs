@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{Ipv4Net, Ipv6Net};
 use sha1::{Digest, Sha1};
 
-use super::snapshot::{NamedVip, NamedVipKey, RejectReason};
+use super::snapshot::{NamedVip, NamedVipKey};
 
 /// The DNS zone of named VIPs.
 pub const L4LB_ZONE: &str = "l4lb.thisdcos.directory";
@@ -22,6 +22,13 @@ pub const L4LB_ZONE: &str = "l4lb.thisdcos.directory";
 /// and `.` become `-`; every other character is dropped; at most 63 characters; trailing `-`
 /// removed. `/grp/app` → `grpapp`, `My_App` → `my-app`.
 pub fn domain_label(fragment: &str) -> String {
+    let mut buf = [0u8; 63];
+    let n = label_into(fragment, &mut buf);
+    label_str(&buf, n).to_string()
+}
+
+/// [`domain_label`] into a stack buffer (a label is at most 63 bytes); returns its length.
+fn label_into(fragment: &str, buf: &mut [u8; 63]) -> usize {
     #[derive(PartialEq)]
     enum St {
         Start,
@@ -29,7 +36,13 @@ pub fn domain_label(fragment: &str) -> String {
         Terminate,
     }
     let allowed = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let mut out: Vec<u8> = Vec::with_capacity(fragment.len().min(63));
+    let mut n = 0usize;
+    let push = |buf: &mut [u8; 63], n: &mut usize, c: u8| {
+        if let Some(slot) = buf.get_mut(*n) {
+            *slot = c;
+            *n += 1;
+        }
+    };
     let mut st = St::Start;
     for c in fragment.bytes() {
         let c = c.to_ascii_lowercase();
@@ -39,28 +52,33 @@ pub fn domain_label(fragment: &str) -> String {
             }
             st = St::Middle;
         }
-        if st == St::Middle && out.len() > 62 {
-            trim_dashes(&mut out);
+        if st == St::Middle && n > 62 {
+            n = trim_dashes(buf, n);
             st = St::Terminate;
         }
-        if st == St::Terminate && out.len() >= 63 {
+        if st == St::Terminate && n >= 63 {
             break;
         }
         if st == St::Middle && matches!(c, b'-' | b'_' | b'.') {
-            out.push(b'-');
+            push(buf, &mut n, b'-');
         } else if allowed(c) {
-            out.push(c);
+            push(buf, &mut n, c);
         }
     }
-    trim_dashes(&mut out);
-    // Only ASCII bytes were pushed.
-    String::from_utf8(out).unwrap_or_default()
+    trim_dashes(buf, n)
 }
 
-fn trim_dashes(out: &mut Vec<u8>) {
-    while out.last() == Some(&b'-') {
-        out.pop();
+/// The length of `buf[..n]` without its trailing dashes.
+fn trim_dashes(buf: &[u8; 63], mut n: usize) -> usize {
+    while n > 0 && buf.get(n - 1) == Some(&b'-') {
+        n -= 1;
     }
+    n
+}
+
+/// The label in `buf[..n]` (only ASCII bytes are ever written there).
+fn label_str(buf: &[u8; 63], n: usize) -> &str {
+    std::str::from_utf8(buf.get(..n).unwrap_or_default()).unwrap_or_default()
 }
 
 /// A domain fragment from free text (`mesos_state:domain_frag/1`): split on `.`, each non-empty
@@ -68,29 +86,37 @@ fn trim_dashes(out: &mut Vec<u8>) {
 /// skipped (dcos-net would keep an empty DNS label). `/api.hello-world` → `api.hello-world`.
 pub fn domain_frag(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    push_domain_frag(&mut out, s);
+    out
+}
+
+/// Appends [`domain_frag`]`(s)` to `out`, with a `.` first when both are non-empty.
+fn push_domain_frag(out: &mut String, s: &str) {
+    let mut buf = [0u8; 63];
     for piece in s.split('.').filter(|p| !p.is_empty()) {
-        let label = domain_label(piece);
-        if label.is_empty() {
+        let n = label_into(piece, &mut buf);
+        if n == 0 {
             continue;
         }
         if !out.is_empty() {
             out.push('.');
         }
-        out.push_str(&label);
+        out.push_str(label_str(&buf, n));
     }
-    out
 }
 
 /// `name.framework` with both parts made DNS-safe ([`domain_frag`]): the input of the allocation
 /// hash and the front of the FQDN (dcos-net's `to_name([Label, FwName])`). `None` when either
 /// part has nothing left (`/`, `%%`): such a label is rejected as `BadFormat`.
 pub fn vip_base_name(name: &str, framework: &str) -> Option<String> {
-    let n = domain_frag(name);
-    let f = domain_frag(framework);
-    if n.is_empty() || f.is_empty() {
+    let mut out = String::with_capacity(name.len() + framework.len() + 1);
+    push_domain_frag(&mut out, name);
+    if out.is_empty() {
         return None;
     }
-    Some(format!("{n}.{f}"))
+    let len = out.len();
+    push_domain_frag(&mut out, framework);
+    (out.len() > len).then_some(out)
 }
 
 /// The FQDN of a named VIP from its [`vip_base_name`]: `name.framework.l4lb.thisdcos.directory`.
@@ -109,16 +135,37 @@ pub fn name_hash(base: &str) -> u64 {
 // === Allocation ===
 
 /// One live named VIP asking for addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub key: NamedVipKey,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub key: &'a NamedVipKey,
     /// [`vip_base_name`] of the key.
-    pub base: String,
+    pub base: &'a str,
     /// Age (milliseconds since the epoch): older requests are served first. `None` = unknown,
     /// served after every known age.
     pub age_ms: Option<i64>,
     /// The VIP has IPv6 backends, so it needs an IPv6 address too.
     pub ipv6: bool,
+}
+
+/// What one [`Request`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocation {
+    /// Every address it asked for.
+    Ok(NamedVip),
+    /// An IPv4 address, but the IPv6 range is full (`ipv6` is `None`).
+    NoIpv6(NamedVip),
+    /// The IPv4 range is full: the name gets nothing.
+    Exhausted,
+}
+
+impl Allocation {
+    /// The allocation, if the name got its IPv4 address.
+    pub fn named(&self) -> Option<&NamedVip> {
+        match self {
+            Allocation::Ok(n) | Allocation::NoIpv6(n) => Some(n),
+            Allocation::Exhausted => None,
+        }
+    }
 }
 
 /// The usable addresses of a range, as offsets `first .. first + count` from `base`.
@@ -203,32 +250,49 @@ impl Pool {
 /// - **IPv6.** Only requests with `ipv6 = true` get an IPv6 address; a name that loses its IPv6
 ///   backends gives its IPv6 address up.
 /// - **Exhaustion.** A name that finds no free IPv4 address is left out of the result and
-///   reported with [`RejectReason::RangeExhausted`]; one that finds no free IPv6 address keeps its
+///   reported with `RejectReason::RangeExhausted`; one that finds no free IPv6 address keeps its
 ///   IPv4 address, gets `ipv6: None`, and is reported too.
 ///
-/// Returns the allocations (one per request that got an IPv4 address) and the failures.
+/// Returns one [`Allocation`] per request, in request order.
 pub fn allocate(
-    requests: Vec<Request>,
+    requests: &[Request<'_>],
     prev: &BTreeMap<NamedVipKey, NamedVip>,
     range4: Ipv4Net,
     range6: Ipv6Net,
-) -> (
-    BTreeMap<NamedVipKey, NamedVip>,
-    Vec<(NamedVipKey, RejectReason)>,
-) {
-    let mut requests = requests;
-    requests.sort_by(|a, b| {
-        (a.age_ms.is_none(), a.age_ms, &a.key).cmp(&(b.age_ms.is_none(), b.age_ms, &b.key))
-    });
+) -> Vec<Allocation> {
+    let n = requests.len();
     let (p4, p6) = (Pool::v4(range4), Pool::v6(range6));
-    let mut taken4: HashSet<u128> = HashSet::with_capacity(requests.len());
+    let mut taken4: HashSet<u128> = HashSet::with_capacity(n);
     let mut taken6: HashSet<u128> = HashSet::new();
-    let mut got4: Vec<Option<u128>> = vec![None; requests.len()];
-    let mut got6: Vec<Option<u128>> = vec![None; requests.len()];
+    let mut got4: Vec<Option<u128>> = vec![None; n];
+    let mut got6: Vec<Option<u128>> = vec![None; n];
 
-    // Live names keep their previous addresses.
-    for (i, r) in requests.iter().enumerate() {
-        let Some(old) = prev.get(&r.key) else {
+    // Serving order: oldest first, then by key.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&requests[a], &requests[b]);
+        (a.age_ms.is_none(), a.age_ms, a.key).cmp(&(b.age_ms.is_none(), b.age_ms, b.key))
+    });
+
+    // Live names keep their previous addresses. `prev` is walked in key order alongside the
+    // requests sorted by key (a merge, no lookups); reservations are made in serving order so
+    // that two previous names on one address (not produced by this function) resolve the same
+    // way on every node.
+    let mut by_key: Vec<usize> = (0..n).collect();
+    by_key.sort_by(|&a, &b| requests[a].key.cmp(requests[b].key));
+    let mut previous: Vec<Option<&NamedVip>> = vec![None; n];
+    let mut old = prev.iter().peekable();
+    for &i in &by_key {
+        let key = requests[i].key;
+        while old.next_if(|(k, _)| *k < key).is_some() {}
+        if let Some((k, v)) = old.peek()
+            && *k == key
+        {
+            previous[i] = Some(*v);
+        }
+    }
+    for &i in &order {
+        let Some(old) = previous[i] else {
             continue;
         };
         if let Some(slot) = p4.slot_of(u128::from(u32::from(old.ipv4)))
@@ -236,7 +300,7 @@ pub fn allocate(
         {
             got4[i] = Some(slot);
         }
-        if r.ipv6
+        if requests[i].ipv6
             && let Some(slot) = old.ipv6.and_then(|ip| p6.slot_of(u128::from(ip)))
             && taken6.insert(slot)
         {
@@ -244,43 +308,41 @@ pub fn allocate(
         }
     }
 
-    let mut named = BTreeMap::new();
-    let mut failed = Vec::new();
-    for (i, r) in requests.into_iter().enumerate() {
-        let hash = name_hash(&r.base);
+    let mut out = vec![Allocation::Exhausted; n];
+    for &i in &order {
+        let r = &requests[i];
+        let hash = name_hash(r.base);
         let Some(slot4) = got4[i].or_else(|| p4.probe(hash, &mut taken4)) else {
-            failed.push((r.key, RejectReason::RangeExhausted));
             continue;
-        };
-        let ipv6 = if r.ipv6 {
-            match got6[i].or_else(|| p6.probe(hash, &mut taken6)) {
-                Some(slot) => Some(Ipv6Addr::from(p6.addr(slot))),
-                None => {
-                    failed.push((r.key.clone(), RejectReason::RangeExhausted));
-                    None
-                }
-            }
-        } else {
-            None
         };
         // `slot4 < count ≤ 2^32 - 2`, so the address fits in 32 bits.
         let ipv4 = Ipv4Addr::from(u32::try_from(p4.addr(slot4)).unwrap_or_default());
-        named.insert(
-            r.key,
-            NamedVip {
-                fqdn: vip_fqdn(&r.base),
-                ipv4,
-                ipv6,
-                age_ms: r.age_ms,
-            },
-        );
+        let ipv6 = if r.ipv6 {
+            got6[i]
+                .or_else(|| p6.probe(hash, &mut taken6))
+                .map(|slot| Ipv6Addr::from(p6.addr(slot)))
+        } else {
+            None
+        };
+        let named = NamedVip {
+            fqdn: vip_fqdn(r.base),
+            ipv4,
+            ipv6,
+            age_ms: r.age_ms,
+        };
+        out[i] = if r.ipv6 && ipv6.is_none() {
+            Allocation::NoIpv6(named)
+        } else {
+            Allocation::Ok(named)
+        };
     }
-    (named, failed)
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::snapshot::RejectReason;
 
     fn key(name: &str, fw: &str) -> NamedVipKey {
         NamedVipKey {
@@ -289,13 +351,61 @@ mod tests {
         }
     }
 
-    fn req(name: &str, fw: &str, age_ms: Option<i64>, ipv6: bool) -> Request {
-        Request {
+    /// An owned request for the tests.
+    #[derive(Debug, Clone)]
+    struct Req {
+        key: NamedVipKey,
+        base: String,
+        age_ms: Option<i64>,
+        ipv6: bool,
+    }
+
+    fn req(name: &str, fw: &str, age_ms: Option<i64>, ipv6: bool) -> Req {
+        Req {
             key: key(name, fw),
             base: vip_base_name(name, fw).expect("test names are valid"),
             age_ms,
             ipv6,
         }
+    }
+
+    /// Runs [`allocate`] and returns what got an address, and the names that hit a full range.
+    fn allocate(
+        reqs: Vec<Req>,
+        prev: &BTreeMap<NamedVipKey, NamedVip>,
+        r4: Ipv4Net,
+        r6: Ipv6Net,
+    ) -> (
+        BTreeMap<NamedVipKey, NamedVip>,
+        Vec<(NamedVipKey, RejectReason)>,
+    ) {
+        let requests: Vec<Request<'_>> = reqs
+            .iter()
+            .map(|r| Request {
+                key: &r.key,
+                base: &r.base,
+                age_ms: r.age_ms,
+                ipv6: r.ipv6,
+            })
+            .collect();
+        let out = super::allocate(&requests, prev, r4, r6);
+        assert_eq!(out.len(), reqs.len());
+        let mut named = BTreeMap::new();
+        let mut failed = Vec::new();
+        for (r, a) in reqs.iter().zip(out) {
+            match a {
+                Allocation::Ok(n) => {
+                    named.insert(r.key.clone(), n);
+                }
+                Allocation::NoIpv6(n) => {
+                    named.insert(r.key.clone(), n);
+                    failed.push((r.key.clone(), RejectReason::RangeExhausted));
+                }
+                Allocation::Exhausted => failed.push((r.key.clone(), RejectReason::RangeExhausted)),
+            }
+        }
+        failed.sort();
+        (named, failed)
     }
 
     fn v4(s: &str) -> Ipv4Net {
@@ -394,7 +504,7 @@ mod tests {
     #[test]
     fn allocation_is_deterministic_and_order_independent() {
         let (r4, r6) = default_ranges();
-        let reqs: Vec<Request> = (0..200)
+        let reqs: Vec<Req> = (0..200)
             .map(|i| req(&format!("/app-{i}"), "marathon", Some(i % 7), i % 3 == 0))
             .collect();
         let mut reversed = reqs.clone();
