@@ -1,1 +1,215 @@
-fn main() {}
+//! The `ferryman` binary: CLI, start-up wiring, signals and graceful shutdown.
+//!
+//! `main` binds every listener itself (servers take bound sockets), starts each subsystem under a
+//! child of one `CancellationToken`, and on SIGINT/SIGTERM cancels the root and joins every task
+//! within a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use ferryman::config::Config;
+use ferryman::model::Publisher;
+use ferryman::{admin, discovery};
+
+/// How long running tasks get to finish after a shutdown signal.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Parser)]
+#[command(
+    name = "ferryman",
+    version,
+    about = "L4/L7 load balancer and Mesos-DNS for Mesos/Marathon"
+)]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(long, short, default_value = "config/ferryman.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and print the effective config (exit 1 naming the key on error).
+    CheckConfig { file: PathBuf },
+    /// Remove what Ferryman may have left on the host (VIP link, BPF programs and pins).
+    Cleanup {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Cleanup { config }) => cleanup(config.as_deref().unwrap_or(&cli.config)),
+        None => run(&cli.config),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("ferryman: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn cleanup(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // The user-space data paths leave nothing on the host; the VIP link and BPF pins are created
+    // by the L4 fast path, which removes them here once it exists.
+    tracing::info!(
+        link = config.l4.link.as_deref().unwrap_or(""),
+        bpf_pin_dir = %config.l4.bpf_pin_dir.display(),
+        "nothing to clean up"
+    );
+    ExitCode::SUCCESS
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferryman: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "ferryman stopped");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), source = ?config.discovery.source, "ferryman starting");
+    let shutdown = CancellationToken::new();
+    let (publisher, snapshots) = Publisher::new(config.clone());
+
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .context("admin.listen: no local address")?;
+    tracing::info!("admin listening on {admin_addr}");
+
+    let mut tasks = JoinSet::new();
+    {
+        let (config, token) = (config.clone(), shutdown.child_token());
+        tasks.spawn(async move {
+            discovery::run(config, publisher, token)
+                .await
+                .context("discovery stopped")
+        });
+    }
+    {
+        let (config, token, snapshots) =
+            (config.clone(), shutdown.child_token(), snapshots.clone());
+        tasks.spawn(async move {
+            admin::serve(admin_listener, snapshots, config, token)
+                .await
+                .context("admin server stopped")
+        });
+    }
+
+    // Run until a signal or until a subsystem fails.
+    let mut failure = None;
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+        }
+        Some(done) = tasks.join_next() => {
+            failure = Some(match done {
+                Ok(Ok(())) => anyhow::anyhow!("a subsystem ended unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a subsystem panicked: {e}"),
+            });
+        }
+    }
+    shutdown.cancel();
+    let joined = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = format!("{e:#}"), "subsystem error during shutdown")
+                }
+                Err(e) => tracing::warn!(error = %e, "subsystem panicked during shutdown"),
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "subsystems did not stop in time; aborting them");
+        tasks.shutdown().await;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming the signal.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::warn!("cannot install signal handlers; falling back to ctrl-c only");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
