@@ -85,6 +85,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("build_10k_apps_100k_tasks_steady", |b| {
         b.iter(|| black_box(Snapshot::build(&state, &config, &first)))
     });
+    g.bench_function("clone_state_100k_tasks", |b| {
+        b.iter(|| black_box((*state).clone()))
+    });
     g.bench_function("decode_marathon_100k_tasks", |b| {
         b.iter(|| black_box(decode::marathon_apps(&body).expect("decodes")))
     });
