@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::labels::{self, VipHost, VipLabel};
 use super::snapshot::{
     Backend, BackendId, Counts, NamedVip, NamedVipKey, Protocol, RejectReason, Rejection, Service,
-    Snapshot, Vip, VipKey,
+    SharedStr, Snapshot, Vip, VipKey,
 };
 use super::state::{App, ClusterState, PortProtocol, Task, TaskState};
 use super::vip;
@@ -51,8 +51,12 @@ impl Snapshot {
         for task in state.tasks.values() {
             b.task(task);
         }
-        let (vips, named) = b.finish_vips(config, prev);
-        let services = b.services();
+        let ids = Ids {
+            buf: Arc::from(std::mem::take(&mut b.ids)),
+            tasks: std::mem::take(&mut b.task_ids),
+        };
+        let (vips, named) = b.finish_vips(config, prev, &ids);
+        let services = b.services(&ids);
         let mut rejected = b.rejected;
         rejected.sort_unstable();
         rejected.dedup();
@@ -119,9 +123,39 @@ pub fn backend_id(protocol: Protocol, ip: IpAddr, port: u16) -> BackendId {
 
 // === impl Builder ===
 //
-// One pass over the tasks does everything that needs the task's data: backends (with their
-// shared `Arc<str>` ids) are made while the task is in cache and filed under their VIP, named VIP
-// or service port; later stages only sort, deduplicate and move them.
+// One pass over the tasks does everything that needs the task's data: candidate backends are
+// made while the task is in cache and filed under their VIP, named VIP or service port; later
+// stages only sort, deduplicate and turn them into `Backend`s. Task and app ids are copied once
+// into one buffer that every backend of the snapshot shares (`SharedStr`).
+
+/// A candidate backend: a `Backend` without its id strings (`task` indexes `Builder::task_ids`).
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    ip: IpAddr,
+    port: u16,
+    weight: u32,
+    agent_ip: Option<IpAddr>,
+    task: u32,
+}
+
+/// Where a task's id and app id are in the id buffer (byte ranges).
+#[derive(Debug, Clone, Copy)]
+struct TaskIds {
+    id: (usize, usize),
+    app: Option<(usize, usize)>,
+}
+
+/// The id buffer, frozen after the task pass.
+struct Ids {
+    buf: Arc<str>,
+    tasks: Vec<TaskIds>,
+}
+
+impl Ids {
+    fn slice(&self, (start, end): (usize, usize)) -> SharedStr {
+        SharedStr::new(self.buf.clone(), start..end)
+    }
+}
 
 /// Everything gathered for one named VIP (name, framework).
 struct NamedAcc<'s> {
@@ -130,7 +164,7 @@ struct NamedAcc<'s> {
     /// Oldest age among the tasks that gave backends.
     age_ms: Option<i64>,
     /// Backends by (protocol, VIP port); usually one entry.
-    ports: Vec<((Protocol, u16), Vec<Backend>)>,
+    ports: Vec<((Protocol, u16), Vec<Cand>)>,
     /// The first label that gave a backend (tasks are visited in id order): what a
     /// `RangeExhausted` rejection shows.
     first: Option<(&'s Task, &'s str, &'s str)>,
@@ -143,13 +177,13 @@ struct ServicePort {
     tcp: bool,
     udp: bool,
     container_port: Option<u16>,
-    /// Backend ids are set per protocol when the service is finished.
-    cands: Vec<Backend>,
+    cands: Vec<Cand>,
 }
 
 /// A Marathon app as the build sees it.
 struct AppCtx {
-    id: Arc<str>,
+    /// Range of the app id in the id buffer.
+    id: (usize, usize),
     version_ms: Option<i64>,
     ports: Vec<ServicePort>,
 }
@@ -159,7 +193,7 @@ struct AppCtx {
 struct PendingVip {
     label: Option<NamedVipKey>,
     name: Option<String>,
-    backends: Vec<Backend>,
+    cands: Vec<Cand>,
 }
 
 struct Builder<'s> {
@@ -168,7 +202,10 @@ struct Builder<'s> {
     /// Apps in id order, and their index by id.
     apps: Vec<AppCtx>,
     app_index: HashMap<&'s str, usize>,
-    ip_vips: HashMap<VipKey, Vec<Backend>>,
+    ip_vips: HashMap<VipKey, Vec<Cand>>,
+    /// Task and app ids, back to back; `task_ids` indexes it per backend task.
+    ids: String,
+    task_ids: Vec<TaskIds>,
     named: HashMap<(&'s str, &'s str), NamedAcc<'s>>,
     rejected: Vec<Rejection>,
     /// Reused buffer for the addresses of one label.
@@ -180,25 +217,29 @@ struct Builder<'s> {
 }
 
 /// What every backend of one task shares.
-struct TaskCtx<'a> {
+struct TaskCtx {
     weight: u32,
     agent_ip: Option<IpAddr>,
-    id: &'a Arc<str>,
-    app_id: &'a Option<Arc<str>>,
+    task: u32,
 }
 
-impl TaskCtx<'_> {
-    fn backend(&self, protocol: Protocol, ip: IpAddr, port: u16) -> Backend {
-        Backend {
-            id: backend_id(protocol, ip, port),
+impl TaskCtx {
+    fn cand(&self, ip: IpAddr, port: u16) -> Cand {
+        Cand {
             ip,
             port,
             weight: self.weight,
-            task_id: self.id.clone(),
-            app_id: self.app_id.clone(),
             agent_ip: self.agent_ip,
+            task: self.task,
         }
     }
+}
+
+/// Appends `s` to the id buffer and returns its range.
+fn push_id(ids: &mut String, s: &str) -> (usize, usize) {
+    let start = ids.len();
+    ids.push_str(s);
+    (start, ids.len())
 }
 
 impl<'s> Builder<'s> {
@@ -219,6 +260,8 @@ impl<'s> Builder<'s> {
             apps: Vec::with_capacity(state.apps.len()),
             app_index: HashMap::with_capacity(state.apps.len()),
             ip_vips: HashMap::new(),
+            ids: String::with_capacity(state.apps.len() * 16 + state.tasks.len() * 32),
+            task_ids: Vec::with_capacity(state.tasks.len()),
             named: HashMap::with_capacity(state.apps.len()),
             rejected: Vec::new(),
             scratch: Vec::new(),
@@ -279,7 +322,7 @@ impl<'s> Builder<'s> {
             });
         }
         AppCtx {
-            id: Arc::from(app.id.as_str()),
+            id: push_id(&mut self.ids, &app.id),
             version_ms: app.version_ms,
             ports,
         }
@@ -340,16 +383,25 @@ impl<'s> Builder<'s> {
             }
             (None, _) => None,
         };
-        let (app_id, app_age) = match app.and_then(|i| self.apps.get(i)) {
-            Some(ctx) => (Some(ctx.id.clone()), ctx.version_ms),
-            None => (task.app_id.as_deref().map(Arc::from), None),
+        let (app_range, app_age) = match app.and_then(|i| self.apps.get(i)) {
+            Some(ctx) => (Some(ctx.id), ctx.version_ms),
+            None => (
+                task.app_id.as_deref().map(|a| push_id(&mut self.ids, a)),
+                None,
+            ),
         };
-        let id: Arc<str> = Arc::from(task.id.as_str());
+        let Ok(index) = u32::try_from(self.task_ids.len()) else {
+            return;
+        };
+        let id_range = push_id(&mut self.ids, &task.id);
+        self.task_ids.push(TaskIds {
+            id: id_range,
+            app: app_range,
+        });
         let ctx = TaskCtx {
             weight,
             agent_ip: self.agent_ips.get(task.agent_id.as_str()).copied(),
-            id: &id,
-            app_id: &app_id,
+            task: index,
         };
         let age = app_age.or(task.started_ms);
 
@@ -363,7 +415,7 @@ impl<'s> Builder<'s> {
                     None => None,
                 };
                 if let Some((ip, port)) = addr {
-                    sp.cands.push(ctx.backend(Protocol::Tcp, ip, port));
+                    sp.cands.push(ctx.cand(ip, port));
                 }
             }
         }
@@ -442,7 +494,7 @@ impl<'s> Builder<'s> {
     fn add(
         &mut self,
         task: &'s Task,
-        ctx: &TaskCtx<'_>,
+        ctx: &TaskCtx,
         age: Option<i64>,
         protocol: Protocol,
         label: VipLabel<'s>,
@@ -466,7 +518,7 @@ impl<'s> Builder<'s> {
                     addrs
                         .iter()
                         .filter(same_family)
-                        .map(|&(ip, port)| ctx.backend(protocol, ip, port)),
+                        .map(|&(ip, port)| ctx.cand(ip, port)),
                 );
             }
             VipHost::Name(name) => {
@@ -501,11 +553,7 @@ impl<'s> Builder<'s> {
                     }
                 };
                 if let Some((_, backends)) = acc.ports.get_mut(slot) {
-                    backends.extend(
-                        addrs
-                            .iter()
-                            .map(|&(ip, port)| ctx.backend(protocol, ip, port)),
-                    );
+                    backends.extend(addrs.iter().map(|&(ip, port)| ctx.cand(ip, port)));
                 }
             }
         }
@@ -516,6 +564,7 @@ impl<'s> Builder<'s> {
         &mut self,
         config: &Config,
         prev: &Snapshot,
+        ids: &Ids,
     ) -> (Vec<Vip>, BTreeMap<NamedVipKey, NamedVip>) {
         let mut named_accs: Vec<(NamedVipKey, NamedAcc<'s>)> = self
             .named
@@ -553,9 +602,9 @@ impl<'s> Builder<'s> {
         drop(requests);
 
         let mut pending: BTreeMap<VipKey, PendingVip> = BTreeMap::new();
-        for (k, backends) in self.ip_vips.drain() {
+        for (k, cands) in self.ip_vips.drain() {
             // Keys are unique in `ip_vips`: a fresh entry takes the vector as it is.
-            pending.entry(k).or_default().backends = backends;
+            pending.entry(k).or_default().cands = cands;
         }
         let mut named: Vec<(NamedVipKey, NamedVip)> = Vec::with_capacity(named_accs.len());
         for ((key, acc), allocation) in named_accs.into_iter().zip(allocations) {
@@ -574,24 +623,23 @@ impl<'s> Builder<'s> {
                     continue;
                 }
             };
-            for ((protocol, port), backends) in acc.ports {
-                let (v4, v6): (Vec<Backend>, Vec<Backend>) =
-                    if backends.iter().all(|b| b.ip.is_ipv4()) {
-                        (backends, Vec::new())
-                    } else {
-                        backends.into_iter().partition(|b| b.ip.is_ipv4())
-                    };
-                let mut file = |ip: IpAddr, backends: Vec<Backend>| {
-                    if backends.is_empty() {
+            for ((protocol, port), cands) in acc.ports {
+                let (v4, v6): (Vec<Cand>, Vec<Cand>) = if cands.iter().all(|c| c.ip.is_ipv4()) {
+                    (cands, Vec::new())
+                } else {
+                    cands.into_iter().partition(|c| c.ip.is_ipv4())
+                };
+                let mut file = |ip: IpAddr, cands: Vec<Cand>| {
+                    if cands.is_empty() {
                         return;
                     }
                     let p = pending.entry(VipKey { protocol, ip, port }).or_default();
                     p.label.get_or_insert_with(|| key.clone());
                     p.name.get_or_insert_with(|| nv.fqdn.clone());
-                    if p.backends.is_empty() {
-                        p.backends = backends;
+                    if p.cands.is_empty() {
+                        p.cands = cands;
                     } else {
-                        p.backends.extend(backends);
+                        p.cands.extend(cands);
                     }
                 };
                 file(IpAddr::V4(nv.ipv4), v4);
@@ -606,7 +654,7 @@ impl<'s> Builder<'s> {
         let vips = pending
             .into_iter()
             .filter_map(|(key, p)| {
-                let backends = finish_backends(p.backends, None);
+                let backends = finish_backends(p.cands, key.protocol, ids);
                 (!backends.is_empty()).then_some(Vip {
                     key,
                     name: p.name,
@@ -619,13 +667,14 @@ impl<'s> Builder<'s> {
     }
 
     /// Marathon service ports, sorted by (service port, protocol, app id, port index).
-    fn services(&mut self) -> Vec<Service> {
+    fn services(&mut self, ids: &Ids) -> Vec<Service> {
         let mut services = Vec::with_capacity(self.apps.len());
         for app in self.apps.drain(..) {
+            let app_id = ids.buf.get(app.id.0..app.id.1).unwrap_or_default();
             for sp in app.ports {
                 let mut push = |protocol: Protocol, backends: Vec<Backend>| {
                     services.push(Service {
-                        app_id: app.id.to_string(),
+                        app_id: app_id.to_string(),
                         port_index: sp.index,
                         service_port: sp.service_port,
                         protocol,
@@ -634,7 +683,7 @@ impl<'s> Builder<'s> {
                 };
                 match (sp.tcp, sp.udp) {
                     (true, true) => {
-                        let tcp = finish_backends(sp.cands, Some(Protocol::Tcp));
+                        let tcp = finish_backends(sp.cands, Protocol::Tcp, ids);
                         let mut udp = tcp.clone();
                         for b in &mut udp {
                             b.id = backend_id(Protocol::Udp, b.ip, b.port);
@@ -642,14 +691,10 @@ impl<'s> Builder<'s> {
                         push(Protocol::Tcp, tcp);
                         push(Protocol::Udp, udp);
                     }
-                    (false, true) => push(
-                        Protocol::Udp,
-                        finish_backends(sp.cands, Some(Protocol::Udp)),
-                    ),
-                    _ => push(
-                        Protocol::Tcp,
-                        finish_backends(sp.cands, Some(Protocol::Tcp)),
-                    ),
+                    (false, true) => {
+                        push(Protocol::Udp, finish_backends(sp.cands, Protocol::Udp, ids))
+                    }
+                    _ => push(Protocol::Tcp, finish_backends(sp.cands, Protocol::Tcp, ids)),
                 }
             }
         }
@@ -665,28 +710,27 @@ impl<'s> Builder<'s> {
     }
 }
 
-/// Sorts by (ip, port), keeps one backend per (ip, port) (the highest weight, then the smallest
-/// task id), and lifts an all-zero set to weight 1. With `protocol`, (re)computes the ids.
-fn finish_backends(mut backends: Vec<Backend>, protocol: Option<Protocol>) -> Vec<Backend> {
-    backends.sort_unstable_by(|a, b| {
-        (a.ip, a.port, Reverse(a.weight), &a.task_id).cmp(&(
-            b.ip,
-            b.port,
-            Reverse(b.weight),
-            &b.task_id,
-        ))
-    });
-    backends.dedup_by(|later, kept| later.ip == kept.ip && later.port == kept.port);
-    let all_draining = backends.iter().all(|b| b.weight == 0);
-    for b in &mut backends {
-        if all_draining {
-            b.weight = 1;
-        }
-        if let Some(protocol) = protocol {
-            b.id = backend_id(protocol, b.ip, b.port);
-        }
-    }
-    backends
+/// Sorts by (ip, port), keeps one backend per (ip, port) (the highest weight, then the first
+/// task in id order), lifts an all-zero set to weight 1, and makes the `Backend`s.
+fn finish_backends(mut cands: Vec<Cand>, protocol: Protocol, ids: &Ids) -> Vec<Backend> {
+    // Task indexes follow task id order, so they break ties as task ids would.
+    cands.sort_unstable_by_key(|c| (c.ip, c.port, Reverse(c.weight), c.task));
+    cands.dedup_by(|later, kept| later.ip == kept.ip && later.port == kept.port);
+    let all_draining = cands.iter().all(|c| c.weight == 0);
+    let mut out = Vec::with_capacity(cands.len());
+    out.extend(cands.into_iter().filter_map(|c| {
+        let t = ids.tasks.get(c.task as usize)?;
+        Some(Backend {
+            id: backend_id(protocol, c.ip, c.port),
+            ip: c.ip,
+            port: c.port,
+            weight: if all_draining { 1 } else { c.weight },
+            task_id: ids.slice(t.id),
+            app_id: t.app.map(|r| ids.slice(r)),
+            agent_ip: c.agent_ip,
+        })
+    }));
+    out
 }
 
 #[cfg(test)]

@@ -56,9 +56,13 @@ pub fn parse_vip(value: &str) -> Result<VipLabel<'_>, RejectReason> {
         return Err(RejectReason::BadFormat);
     }
     let port = parse_port(port).ok_or(RejectReason::BadPort)?;
-    let host = match host.parse::<IpAddr>() {
-        Ok(ip) => VipHost::Ip(ip),
-        Err(_) => VipHost::Name(host),
+    // Only hex digits, `.` and `:` can make an address; skip the parser for names like `/app`.
+    let may_be_ip = host
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':');
+    let host = match may_be_ip.then(|| host.parse::<IpAddr>()) {
+        Some(Ok(ip)) => VipHost::Ip(ip),
+        _ => VipHost::Name(host),
     };
     Ok(VipLabel { host, port })
 }

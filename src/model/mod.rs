@@ -13,7 +13,7 @@ pub mod vip;
 pub use publish::{Outcome, Publisher, Snapshots, UpdateKind};
 pub use snapshot::{
     Backend, BackendId, Counts, NamedVip, NamedVipKey, Protocol, RejectReason, Rejection, Service,
-    Snapshot, Vip, VipKey,
+    SharedStr, Snapshot, Vip, VipKey,
 };
 pub use state::{
     Agent, App, AppPort, ClusterState, DiscoveryInfo, DiscoveryPort, Framework, HealthCheck,

@@ -76,6 +76,118 @@ pub struct NamedVip {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct BackendId(pub u64);
 
+/// A string that lives in a buffer shared by many values: the task and app ids of one snapshot
+/// are stored once, back to back, and each backend holds a slice of that buffer. Cloning is a
+/// reference-count increment on one (hot) allocation instead of an allocation per id. Compares,
+/// hashes, prints and serialises as the string it holds.
+#[derive(Clone)]
+pub struct SharedStr {
+    buf: Arc<str>,
+    start: usize,
+    end: usize,
+}
+
+impl SharedStr {
+    /// A slice of `buf`. Not checked here (that would touch the buffer once per value); a range
+    /// that is out of bounds or not on character boundaries reads as `""`.
+    pub fn new(buf: Arc<str>, range: std::ops::Range<usize>) -> SharedStr {
+        SharedStr {
+            buf,
+            start: range.start,
+            end: range.end,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> SharedStr {
+        SharedStr {
+            buf: Arc::from(s),
+            start: 0,
+            end: s.len(),
+        }
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> SharedStr {
+        SharedStr::from(s.as_str())
+    }
+}
+
+impl PartialEq for SharedStr {
+    fn eq(&self, other: &SharedStr) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SharedStr {}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialOrd for SharedStr {
+    fn partial_cmp(&self, other: &SharedStr) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SharedStr {
+    fn cmp(&self, other: &SharedStr) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for SharedStr {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Backend {
     pub id: BackendId,
@@ -83,9 +195,9 @@ pub struct Backend {
     pub port: u16,
     /// 1 = takes new connections; 0 = draining (killing or unhealthy), still listed.
     pub weight: u32,
-    /// Shared by every backend of the task within one snapshot (cheap to clone).
-    pub task_id: Arc<str>,
-    pub app_id: Option<Arc<str>>,
+    /// A slice of the snapshot's shared id buffer (cheap to clone).
+    pub task_id: SharedStr,
+    pub app_id: Option<SharedStr>,
     pub agent_ip: Option<IpAddr>,
 }
 
