@@ -49,7 +49,10 @@ pub fn is_vip_key(key: &str) -> bool {
 /// - no `:` or an empty host → [`RejectReason::BadFormat`];
 /// - a port that is not a decimal number in 1..=65535 → [`RejectReason::BadPort`];
 /// - a host that parses strictly as an IP address (`inet:parse_strict_address`: dotted quad or
-///   IPv6 text, no brackets, no short forms) is an IP VIP, anything else a named VIP.
+///   IPv6 text, no brackets, no short forms) is an IP VIP;
+/// - any other host that still contains a `:` → `BadFormat` (stricter than dcos-net, which would
+///   make `invalid-port:` or `[::1]` a named VIP);
+/// - anything else is a named VIP.
 pub fn parse_vip(value: &str) -> Result<VipLabel<'_>, RejectReason> {
     let (host, port) = value.rsplit_once(':').ok_or(RejectReason::BadFormat)?;
     if host.is_empty() {
@@ -62,6 +65,10 @@ pub fn parse_vip(value: &str) -> Result<VipLabel<'_>, RejectReason> {
         .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':');
     let host = match may_be_ip.then(|| host.parse::<IpAddr>()) {
         Some(Ok(ip)) => VipHost::Ip(ip),
+        // A `:` left in a host that is not an IPv6 address (`invalid-port::1234`, `[::1]:80`,
+        // a bare `fd01::1`) is a malformed label, not a name: DNS names hold no `:` and the
+        // sanitised name would silently lose it. (dcos-net would make it a named VIP.)
+        _ if host.contains(':') => return Err(RejectReason::BadFormat),
         _ => VipHost::Name(host),
     };
     Ok(VipLabel { host, port })
@@ -204,12 +211,9 @@ mod tests {
         assert_eq!(parse_vip("/name:80"), name("/name", 80));
         assert_eq!(parse_vip("merp:5000"), name("merp", 5000));
         assert_eq!(parse_vip("/grp/app:1"), name("/grp/app", 1));
-        // inet:parse_strict_address takes no brackets, so `[::1]` is a name.
-        assert_eq!(parse_vip("[::1]:80"), name("[::1]", 80));
         // Short IPv4 forms are not strict addresses.
         assert_eq!(parse_vip("1.2.3:80"), name("1.2.3", 80));
-        // `invalid-port::1234` (minuteman testdata/invalid-port.json): host `invalid-port:`.
-        assert_eq!(parse_vip("invalid-port::1234"), name("invalid-port:", 1234));
+        assert_eq!(parse_vip("cafe:80"), name("cafe", 80));
     }
 
     #[test]
@@ -226,8 +230,16 @@ mod tests {
         assert_eq!(parse_vip("/name:+80"), Err(RejectReason::BadPort));
         assert_eq!(parse_vip("/name: 80"), Err(RejectReason::BadPort));
         assert_eq!(parse_vip("/name:99999999999"), Err(RejectReason::BadPort));
-        // A bare IPv6 address splits into host `fd01:` and port 1: a (strange) named VIP.
-        assert_eq!(parse_vip("fd01::1"), name("fd01:", 1));
+        // inet:parse_strict_address takes no brackets, so `[::1]` is no address; with its `:`
+        // it is no name either.
+        assert_eq!(parse_vip("[::1]:80"), Err(RejectReason::BadFormat));
+        // minuteman testdata/invalid-port.json: host `invalid-port:`.
+        assert_eq!(
+            parse_vip("invalid-port::1234"),
+            Err(RejectReason::BadFormat)
+        );
+        // A bare IPv6 address splits into host `fd01:` and port 1.
+        assert_eq!(parse_vip("fd01::1"), Err(RejectReason::BadFormat));
     }
 
     #[test]

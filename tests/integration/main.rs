@@ -10,3 +10,4 @@ mod harness;
 mod admin;
 mod cli;
 mod discovery;
+mod fixture_vips;
