@@ -53,7 +53,6 @@ impl Snapshot {
         }
         let ids = Ids {
             buf: Arc::from(std::mem::take(&mut b.ids)),
-            tasks: std::mem::take(&mut b.task_ids),
         };
         let (vips, named) = b.finish_vips(config, prev, &ids);
         let services = b.services(&ids);
@@ -128,7 +127,8 @@ pub fn backend_id(protocol: Protocol, ip: IpAddr, port: u16) -> BackendId {
 // stages only sort, deduplicate and turn them into `Backend`s. Task and app ids are copied once
 // into one buffer that every backend of the snapshot shares (`SharedStr`).
 
-/// A candidate backend: a `Backend` without its id strings (`task` indexes `Builder::task_ids`).
+/// A candidate backend: a `Backend` with its id strings as ranges of the id buffer. `task` is
+/// the task's position in id order (the tie-breaker between duplicates).
 #[derive(Debug, Clone, Copy)]
 struct Cand {
     ip: IpAddr,
@@ -136,24 +136,25 @@ struct Cand {
     weight: u32,
     agent_ip: Option<IpAddr>,
     task: u32,
+    ids: TaskIds,
 }
 
-/// Where a task's id and app id are in the id buffer (byte ranges).
+/// Where a task's id and app id are in the id buffer (byte ranges). Carried in every `Cand`, so
+/// finishing a backend reads no per-task table.
 #[derive(Debug, Clone, Copy)]
 struct TaskIds {
-    id: (usize, usize),
-    app: Option<(usize, usize)>,
+    id: (u32, u32),
+    app: Option<(u32, u32)>,
 }
 
 /// The id buffer, frozen after the task pass.
 struct Ids {
     buf: Arc<str>,
-    tasks: Vec<TaskIds>,
 }
 
 impl Ids {
-    fn slice(&self, (start, end): (usize, usize)) -> SharedStr {
-        SharedStr::new(self.buf.clone(), start..end)
+    fn slice(&self, (start, end): (u32, u32)) -> SharedStr {
+        SharedStr::new(self.buf.clone(), start as usize..end as usize)
     }
 }
 
@@ -183,7 +184,7 @@ struct ServicePort {
 /// A Marathon app as the build sees it.
 struct AppCtx {
     /// Range of the app id in the id buffer.
-    id: (usize, usize),
+    id: (u32, u32),
     version_ms: Option<i64>,
     ports: Vec<ServicePort>,
 }
@@ -203,9 +204,10 @@ struct Builder<'s> {
     apps: Vec<AppCtx>,
     app_index: HashMap<&'s str, usize>,
     ip_vips: HashMap<VipKey, Vec<Cand>>,
-    /// Task and app ids, back to back; `task_ids` indexes it per backend task.
+    /// Task and app ids, back to back (`TaskIds` ranges point into it).
     ids: String,
-    task_ids: Vec<TaskIds>,
+    /// Backend tasks seen so far (the next task's position).
+    tasks_seen: u32,
     named: HashMap<(&'s str, &'s str), NamedAcc<'s>>,
     rejected: Vec<Rejection>,
     /// Reused buffer for the addresses of one label.
@@ -221,6 +223,7 @@ struct TaskCtx {
     weight: u32,
     agent_ip: Option<IpAddr>,
     task: u32,
+    ids: TaskIds,
 }
 
 impl TaskCtx {
@@ -231,15 +234,18 @@ impl TaskCtx {
             weight: self.weight,
             agent_ip: self.agent_ip,
             task: self.task,
+            ids: self.ids,
         }
     }
 }
 
 /// Appends `s` to the id buffer and returns its range.
-fn push_id(ids: &mut String, s: &str) -> (usize, usize) {
-    let start = ids.len();
+/// Past 4 GiB of ids the ranges saturate and read as `""` (never in practice).
+fn push_id(ids: &mut String, s: &str) -> (u32, u32) {
+    let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let start = at(ids.len());
     ids.push_str(s);
-    (start, ids.len())
+    (start, at(ids.len()))
 }
 
 impl<'s> Builder<'s> {
@@ -261,7 +267,7 @@ impl<'s> Builder<'s> {
             app_index: HashMap::with_capacity(state.apps.len()),
             ip_vips: HashMap::new(),
             ids: String::with_capacity(state.apps.len() * 16 + state.tasks.len() * 32),
-            task_ids: Vec::with_capacity(state.tasks.len()),
+            tasks_seen: 0,
             named: HashMap::with_capacity(state.apps.len()),
             rejected: Vec::new(),
             scratch: Vec::new(),
@@ -390,18 +396,16 @@ impl<'s> Builder<'s> {
                 None,
             ),
         };
-        let Ok(index) = u32::try_from(self.task_ids.len()) else {
-            return;
-        };
-        let id_range = push_id(&mut self.ids, &task.id);
-        self.task_ids.push(TaskIds {
-            id: id_range,
-            app: app_range,
-        });
+        let index = self.tasks_seen;
+        self.tasks_seen = self.tasks_seen.saturating_add(1);
         let ctx = TaskCtx {
             weight,
             agent_ip: self.agent_ips.get(task.agent_id.as_str()).copied(),
             task: index,
+            ids: TaskIds {
+                id: push_id(&mut self.ids, &task.id),
+                app: app_range,
+            },
         };
         let age = app_age.or(task.started_ms);
 
@@ -670,7 +674,7 @@ impl<'s> Builder<'s> {
     fn services(&mut self, ids: &Ids) -> Vec<Service> {
         let mut services = Vec::with_capacity(self.apps.len());
         for app in self.apps.drain(..) {
-            let app_id = ids.buf.get(app.id.0..app.id.1).unwrap_or_default();
+            let app_id = ids.slice(app.id);
             for sp in app.ports {
                 let mut push = |protocol: Protocol, backends: Vec<Backend>| {
                     services.push(Service {
@@ -718,17 +722,14 @@ fn finish_backends(mut cands: Vec<Cand>, protocol: Protocol, ids: &Ids) -> Vec<B
     cands.dedup_by(|later, kept| later.ip == kept.ip && later.port == kept.port);
     let all_draining = cands.iter().all(|c| c.weight == 0);
     let mut out = Vec::with_capacity(cands.len());
-    out.extend(cands.into_iter().filter_map(|c| {
-        let t = ids.tasks.get(c.task as usize)?;
-        Some(Backend {
-            id: backend_id(protocol, c.ip, c.port),
-            ip: c.ip,
-            port: c.port,
-            weight: if all_draining { 1 } else { c.weight },
-            task_id: ids.slice(t.id),
-            app_id: t.app.map(|r| ids.slice(r)),
-            agent_ip: c.agent_ip,
-        })
+    out.extend(cands.into_iter().map(|c| Backend {
+        id: backend_id(protocol, c.ip, c.port),
+        ip: c.ip,
+        port: c.port,
+        weight: if all_draining { 1 } else { c.weight },
+        task_id: ids.slice(c.ids.id),
+        app_id: c.ids.app.map(|r| ids.slice(r)),
+        agent_ip: c.agent_ip,
     }));
     out
 }
