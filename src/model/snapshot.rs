@@ -64,6 +64,8 @@ pub struct NamedVipKey {
 pub struct NamedVip {
     /// `name.framework.l4lb.thisdcos.directory`.
     pub fqdn: String,
+    /// Allocated for every live name. A name with only IPv6 backends has no IPv4 `Vip` in
+    /// `Snapshot::vips` (publish an A record only when that VIP exists).
     pub ipv4: Ipv4Addr,
     /// Allocated when the VIP has IPv6 backends.
     pub ipv6: Option<Ipv6Addr>,

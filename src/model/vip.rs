@@ -253,6 +253,11 @@ impl Pool {
 ///   reported with `RejectReason::RangeExhausted`; one that finds no free IPv6 address keeps its
 ///   IPv4 address, gets `ipv6: None`, and is reported too.
 ///
+/// Addresses are not dcos-net's: dcos-net hashes with `erlang:phash2` (IPv4) and the whole
+/// SHA-1 (IPv6) and allocates in the order events arrive, so its `dcos_l4lb_lashup_vip_listener_SUITE`
+/// expects `foo.bar` at 11.0.0.37, where this function gives 11.23.170.84. Clients use the DNS
+/// name, which is the same.
+///
 /// Returns one [`Allocation`] per request, in request order.
 pub fn allocate(
     requests: &[Request<'_>],
@@ -499,6 +504,18 @@ mod tests {
         );
         assert_eq!(n.fqdn, "grpapp.marathon.l4lb.thisdcos.directory");
         assert_eq!(n.age_ms, Some(1));
+        // dcos-net's lashup_vip_listener_SUITE label `/foo` of framework `bar` (it expects
+        // 11.0.0.37 from phash2): 0x336d1b3d72e061b9 mod (2^24 - 2) = 0x17aa53 → 11.23.170.84.
+        let (named, _) = allocate(
+            vec![req("/foo", "bar", None, false)],
+            &BTreeMap::new(),
+            r4,
+            r6,
+        );
+        assert_eq!(
+            named[&key("/foo", "bar")].ipv4,
+            Ipv4Addr::new(11, 23, 170, 84)
+        );
     }
 
     #[test]
