@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::harness::Ferryman;
+
 /// How long a change may take to show up in the published snapshot.
 const CHANGE_WITHIN: Duration = Duration::from_secs(1);
 /// How long a first snapshot or a recovery may take.
@@ -321,6 +323,11 @@ fn t(id: &'static str, host: &'static str, port: u16) -> T {
 /// `/v2/apps?embed=apps.tasks` with one app `/web` (one port definition, service port 10000,
 /// a TCP health check) and `tasks`, each running on agent `agent-<host>`.
 fn apps_answer(tasks: &[T]) -> Vec<u8> {
+    apps_answer_with(tasks, json!({}))
+}
+
+/// [`apps_answer`] with `port_labels` on the port definition (e.g. `VIP_0`).
+fn apps_answer_with(tasks: &[T], port_labels: serde_json::Value) -> Vec<u8> {
     let tasks: Vec<serde_json::Value> = tasks
         .iter()
         .map(|t| {
@@ -336,7 +343,7 @@ fn apps_answer(tasks: &[T]) -> Vec<u8> {
     serde_json::to_vec(&json!({"apps": [{
         "id": "/web", "instances": tasks.len(), "version": APP_VERSION,
         "labels": {"team": "a"},
-        "portDefinitions": [{"port": 10000, "protocol": "tcp", "name": "http", "labels": {}}],
+        "portDefinitions": [{"port": 10000, "protocol": "tcp", "name": "http", "labels": port_labels}],
         "healthChecks": [{"protocol": "TCP", "portIndex": 0, "intervalSeconds": 5}],
         "tasks": tasks
     }]}))
@@ -976,4 +983,112 @@ async fn mesos_polls_and_follows_the_leader() {
         follower_hits
     );
     run.stop().await;
+}
+
+// === end to end: the real binary's /v1/vips ===
+
+/// The backends `(port, weight)` of the named VIP `web.marathon.l4lb.thisdcos.directory:80` in
+/// the binary's `/v1/vips`, or `None` when that VIP is not listed.
+async fn web_vip_backends(f: &Ferryman) -> Option<Vec<(u64, u64)>> {
+    let r = f.get("/v1/vips").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let vips: serde_json::Value = serde_json::from_str(&r.body).expect("/v1/vips is JSON");
+    let vip = vips.as_array()?.iter().find(|v| {
+        v["name"] == "web.marathon.l4lb.thisdcos.directory"
+            && v["port"] == 80
+            && v["protocol"] == "tcp"
+    })?;
+    let mut backends: Vec<(u64, u64)> = vip["backends"]
+        .as_array()?
+        .iter()
+        .map(|b| {
+            assert_eq!(b["ip"], "127.0.0.1", "{b}");
+            (
+                b["port"].as_u64().unwrap_or(0),
+                b["weight"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    backends.sort_unstable();
+    Some(backends)
+}
+
+/// Polls `/v1/vips` until the web VIP has exactly `want`, failing after [`CHANGE_WITHIN`].
+async fn expect_web_vip(f: &Ferryman, what: &str, want: &[(u64, u64)]) {
+    let deadline = tokio::time::Instant::now() + CHANGE_WITHIN;
+    loop {
+        let got = web_vip_backends(f).await;
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: /v1/vips not {want:?} within {CHANGE_WITHIN:?}; last {got:?}\nlog:\n{}",
+            f.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real binary pointed at a test Marathon: scale, kill and health events change `/v1/vips`
+/// within a second each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_events_change_v1_vips_of_the_binary_within_a_second() {
+    let vip = json!({"VIP_0": "/web:80"});
+    let server = FakeServer::start(apps_answer_with(
+        &[
+            t("web.1", "127.0.0.1", 31001),
+            t("web.2", "127.0.0.1", 31002),
+        ],
+        vip.clone(),
+    ))
+    .await;
+    let f = Ferryman::start(&format!(
+        "[discovery]\nsource = \"marathon\"\nmarathon = [{:?}]\nresync_after = \"5s\"\n",
+        server.url()
+    ));
+    f.wait_ready(READY_WITHIN).await;
+    expect_web_vip(&f, "first snapshot", &[(31001, 1), (31002, 1)]).await;
+    server.wait_sse(1).await;
+
+    // Scale up: a new task starts.
+    server.set_apps(apps_answer_with(
+        &[
+            t("web.1", "127.0.0.1", 31001),
+            t("web.2", "127.0.0.1", 31002),
+            t("web.3", "127.0.0.1", 31003),
+        ],
+        vip.clone(),
+    ));
+    server.push(
+        "status_update_event",
+        &status_event("web.3", "TASK_RUNNING", "127.0.0.1", 31003),
+    );
+    expect_web_vip(&f, "scale up", &[(31001, 1), (31002, 1), (31003, 1)]).await;
+
+    // Kill: the backend goes.
+    server.set_apps(apps_answer_with(
+        &[
+            t("web.2", "127.0.0.1", 31002),
+            t("web.3", "127.0.0.1", 31003),
+        ],
+        vip.clone(),
+    ));
+    server.push(
+        "status_update_event",
+        &status_event("web.1", "TASK_KILLED", "127.0.0.1", 31001),
+    );
+    expect_web_vip(&f, "kill", &[(31002, 1), (31003, 1)]).await;
+
+    // Health: web.2 fails its check and drains (weight 0, still listed).
+    let mut sick = t("web.2", "127.0.0.1", 31002);
+    sick.alive = false;
+    server.set_apps(apps_answer_with(
+        &[sick, t("web.3", "127.0.0.1", 31003)],
+        vip.clone(),
+    ));
+    let health = json!({"eventType": "health_status_changed_event", "appId": "/web",
+        "taskId": "web.2", "version": APP_VERSION, "alive": false});
+    server.push("health_status_changed_event", &health);
+    expect_web_vip(&f, "health", &[(31002, 0), (31003, 1)]).await;
 }
