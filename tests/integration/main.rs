@@ -8,6 +8,7 @@
 mod harness;
 
 mod admin;
+mod bad_input;
 mod cli;
 mod discovery;
 mod fixture_vips;
