@@ -367,7 +367,8 @@ mod tests {
                     name: None,
                     label: None,
                     backends: vec![backend("127.0.0.1", 8003, 1)],
-                },
+                }
+                .into(),
                 Vip {
                     key: VipKey {
                         protocol: Protocol::Tcp,
@@ -380,7 +381,8 @@ mod tests {
                         backend("10.0.2.234", 31000, 1),
                         backend("10.0.2.235", 31001, 0),
                     ],
-                },
+                }
+                .into(),
                 Vip {
                     key: VipKey {
                         protocol: Protocol::Udp,
@@ -390,7 +392,8 @@ mod tests {
                     name: Some("dns.marathon.l4lb.thisdcos.directory".into()),
                     label: None,
                     backends: vec![],
-                },
+                }
+                .into(),
             ],
             ..Snapshot::default()
         }

@@ -163,6 +163,7 @@ fn apply_status(
                 return Effect::Unchanged;
             }
             if let Some(task) = Arc::make_mut(state).tasks.get_mut(&su.task_id) {
+                let task = Arc::make_mut(task);
                 task.state = new_state;
                 if ips_change {
                     task.netinfo_ips = ips;
@@ -183,7 +184,7 @@ fn apply_status(
             if let Some(agent) = agent {
                 st.agents.entry(agent.id.clone()).or_insert(agent);
             }
-            st.tasks.insert(task.id.clone(), task);
+            st.tasks.insert(task.id.clone(), Arc::new(task));
             Effect::Changed
         }
         None => Effect::Deferred,
@@ -373,7 +374,7 @@ fn apply_health(state: &mut Arc<ClusterState>, h: &HealthChanged) -> Effect {
     let st = Arc::make_mut(state);
     for id in changing {
         if let Some(t) = st.tasks.get_mut(&id) {
-            t.healthy = verdict;
+            Arc::make_mut(t).healthy = verdict;
         }
     }
     Effect::Changed
@@ -455,7 +456,8 @@ mod tests {
                 }],
                 instances: 2,
                 ..Default::default()
-            },
+            }
+            .into(),
         );
         s.tasks.insert(
             "shop_web.1".into(),
@@ -474,7 +476,8 @@ mod tests {
                     labels: vec![("VIP_0".into(), "/web:80".into())],
                 }],
                 ..Default::default()
-            },
+            }
+            .into(),
         );
         Arc::new(s)
     }
@@ -622,9 +625,9 @@ mod tests {
         let mut s = base_state();
         {
             let st = Arc::make_mut(&mut s);
-            let mut t = st.tasks["shop_web.1"].clone();
+            let mut t = (*st.tasks["shop_web.1"]).clone();
             t.id = "shop_web.instance-abc._app.1".into();
-            st.tasks.insert(t.id.clone(), t);
+            st.tasks.insert(t.id.clone(), Arc::new(t));
         }
         let h = |task: Option<&str>, inst: Option<&str>, alive| {
             MarathonEvent::HealthChanged(HealthChanged {

@@ -175,7 +175,8 @@ mod tests {
                 id: "t1".into(),
                 state: TaskState::Running,
                 ..Default::default()
-            },
+            }
+            .into(),
         );
         save(&path, &s).unwrap();
         assert_eq!(load(&path).unwrap(), s);

@@ -6,11 +6,24 @@
 //! gives the same, sorted output. The rules are dcos-net's L4LB rules (`dcos_l4lb_mesos_poller`,
 //! `dcos_net_mesos_listener`, `dcos_l4lb_lashup_vip_listener`); each is stated where it is applied.
 //! Bad labels become [`Rejection`]s; one bad label never affects another label or app.
+//!
+//! **Incremental.** The work is split by *owner*: a Marathon app (its definition and all its
+//! tasks) or, for a task without an app, the task alone. Each snapshot keeps a private [`Index`]
+//! of per-owner results; the next build diffs the new state against the state of `prev`, reuses
+//! every owner whose tasks and app are the same (`Arc` pointer, else equal by value) and its
+//! agents' addresses unchanged, recomputes the others, and reassembles only the VIPs and
+//! services those owners touch (the others are shared `Arc`s). Named-VIP allocation always runs
+//! over every live name, exactly as [`vip::allocate`] documents. The output equals a build from
+//! scratch with the same `prev.named` (a property test checks it).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use imbl::{OrdMap, OrdSet};
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::labels::{self, VipHost, VipLabel};
 use super::snapshot::{
@@ -38,25 +51,206 @@ impl Snapshot {
     ///   with its IPv4 backends and, when it has IPv6 backends, an IPv6 VIP with those. Addresses
     ///   come from [`vip::allocate`]; the name is `name.framework.l4lb.thisdcos.directory`.
     /// - A VIP without any backend is not published (dcos-net drops it too).
-    /// - Backends are unique per VIP by (ip, port) (a duplicate keeps the higher weight) and
-    ///   sorted. **If every backend of a VIP or service has weight 0, all get weight 1**: a set of
-    ///   draining backends still serves rather than black-holing new connections.
+    /// - Backends are unique per VIP by (ip, port) (a duplicate keeps the higher weight, then the
+    ///   first task in id order) and sorted. **If every backend of a VIP or service has weight 0,
+    ///   all get weight 1**: a set of draining backends still serves rather than black-holing new
+    ///   connections.
     ///
     /// **Services** (Marathon-LB): one per (app, port index, protocol) with a non-zero service
     /// port (`HAPROXY_{n}_PORT`, else the port's `servicePort`); backends are agent IP + the task's
     /// `n`th host port, or, for a task without host ports (IP-per-task), its first IP + the
     /// container port. Weights as for VIPs. A service with no backends is still listed.
+    ///
+    /// Work for owners (apps, app-less tasks) that did not change since `prev` is reused from
+    /// `prev`'s private index; see the module docs.
     pub fn build(state: &Arc<ClusterState>, config: &Config, prev: &Snapshot) -> Snapshot {
-        let mut b = Builder::new(state);
-        for task in state.tasks.values() {
-            b.task(task);
-        }
-        let ids = Ids {
-            buf: Arc::from(std::mem::take(&mut b.ids)),
+        let ctx = Ctx::new(state);
+        let base = prev.index.as_deref().filter(|ix| {
+            Arc::ptr_eq(&ix.state, &prev.state) && ix.state.frameworks == state.frameworks
+        });
+        let (mut ix, updates) = match base {
+            Some(old) => (old.clone_for(state), diff_owners(old, state)),
+            None => (Index::empty(state), all_owners(state)),
         };
-        let (vips, named) = b.finish_vips(config, prev, &ids);
-        let services = b.services(&ids);
-        let mut rejected = b.rejected;
+
+        // Recompute changed owners and note which VIPs and named VIPs they touch.
+        let mut dirty_vips: BTreeSet<VipKey> = BTreeSet::new();
+        let mut dirty_named: BTreeSet<NamedVipKey> = BTreeSet::new();
+        let mut dirty_apps: HashSet<Arc<str>> = HashSet::new();
+        let mut new_services: Vec<Arc<Service>> = Vec::new();
+        for up in updates {
+            let old_out = ix.owners.get(&up.key).cloned();
+            let out = Arc::new(compute_owner(&ctx, &up.key, up.app, &up.tasks));
+            if up.tasks.is_empty() && up.app.is_none() {
+                ix.owners.remove(&up.key);
+            } else {
+                ix.owners.insert(up.key.clone(), out.clone());
+            }
+            if let Some(app_id) = up.key.strip_prefix(APP) {
+                dirty_apps.insert(Arc::from(app_id));
+            }
+            new_services.extend(out.services.iter().cloned());
+            if let Some(old) = &old_out {
+                for (k, _) in &old.ip_vips {
+                    dirty_vips.insert(*k);
+                    if let Some(set) = ix.ip_owners.get_mut(k) {
+                        set.remove(&up.key);
+                        if set.is_empty() {
+                            ix.ip_owners.remove(k);
+                        }
+                    }
+                }
+                for (k, _) in &old.named {
+                    dirty_named.insert(k.clone());
+                    if let Some(set) = ix.named_owners.get_mut(k) {
+                        set.remove(&up.key);
+                        if set.is_empty() {
+                            ix.named_owners.remove(k);
+                        }
+                    }
+                }
+            }
+            for (k, _) in &out.ip_vips {
+                dirty_vips.insert(*k);
+                ix.ip_owners.entry(*k).or_default().insert(up.key.clone());
+            }
+            for (k, _) in &out.named {
+                dirty_named.insert(k.clone());
+                ix.named_owners
+                    .entry(k.clone())
+                    .or_default()
+                    .insert(up.key.clone());
+            }
+        }
+
+        // Named VIPs: aggregate the changed ones, then allocate every live name, unless no
+        // request changed and `prev.named` is what this index allocated: `vip::allocate` would
+        // then give every name the address it has (a fixed point: live names keep their
+        // addresses, and names that found the range full find it full again).
+        let mut requests_changed = base.is_none();
+        for k in &dirty_named {
+            let old = ix.named.remove(k);
+            if let Some(old) = &old {
+                forget_named(&mut ix.vip_named, k, &old.vip_keys, &mut dirty_vips);
+            }
+            let agg = aggregate_named(&ix, k, old.as_deref());
+            requests_changed |= match (&old, &agg) {
+                (Some(o), Some(n)) => (&o.base, o.age_ms, o.ipv6) != (&n.base, n.age_ms, n.ipv6),
+                (None, None) => false,
+                _ => true,
+            };
+            if let Some(agg) = agg {
+                ix.named.insert(k.clone(), agg);
+            }
+        }
+        let ranges = (config.l4.vip_range, config.l4.vip_range6);
+        let reuse_allocation =
+            !requests_changed && ix.ranges == ranges && prev.named == ix.allocated;
+        let mut changed: Vec<(NamedVipKey, Arc<NamedEntry>)> = Vec::new();
+        if reuse_allocation {
+            for (key, e) in ix.named.iter().filter(|(_, e)| !e.placed) {
+                changed.push((key.clone(), e.clone()));
+            }
+        } else {
+            let names: Vec<(&NamedVipKey, &Arc<NamedEntry>)> = ix.named.iter().collect();
+            let requests: Vec<vip::Request<'_>> = names
+                .iter()
+                .map(|(key, e)| vip::Request {
+                    key,
+                    base: &e.base,
+                    age_ms: e.age_ms,
+                    ipv6: e.ipv6,
+                })
+                .collect();
+            let allocations = vip::allocate(&requests, &prev.named, ranges.0, ranges.1);
+            drop(requests);
+            let mut named: OrdMap<NamedVipKey, NamedVip> = OrdMap::new();
+            let mut exhausted: Vec<Rejection> = Vec::new();
+            for ((key, e), allocation) in names.into_iter().zip(allocations) {
+                let (alloc, short) = match allocation {
+                    vip::Allocation::Ok(nv) => (Some(nv), false),
+                    vip::Allocation::NoIpv6(nv) => (Some(nv), true),
+                    vip::Allocation::Exhausted => (None, true),
+                };
+                if short {
+                    exhausted.push(e.first.clone());
+                }
+                if let Some(nv) = &alloc {
+                    named.insert(key.clone(), nv.clone());
+                }
+                if e.alloc != alloc || !e.placed {
+                    changed.push((
+                        key.clone(),
+                        Arc::new(NamedEntry {
+                            alloc,
+                            placed: false,
+                            ..NamedEntry::clone(e)
+                        }),
+                    ));
+                }
+            }
+            ix.allocated = named;
+            ix.exhausted = exhausted;
+            ix.ranges = ranges;
+        }
+        for (key, mut entry) in changed {
+            if let Some(old) = ix.named.get(&key) {
+                let old_keys = old.vip_keys.clone();
+                forget_named(&mut ix.vip_named, &key, &old_keys, &mut dirty_vips);
+            }
+            let vip_keys = named_vip_keys(&ix, &key, &entry);
+            for k in &vip_keys {
+                dirty_vips.insert(*k);
+                ix.vip_named.entry(*k).or_default().insert(key.clone());
+            }
+            if let Some(e) = Arc::get_mut(&mut entry) {
+                e.vip_keys = vip_keys;
+                e.placed = true;
+            }
+            ix.named.insert(key, entry);
+        }
+
+        // VIPs: keep every untouched one, rebuild the touched ones.
+        let mut vips: Vec<Arc<Vip>> = Vec::with_capacity(ix.vips.len() + dirty_vips.len());
+        let mut rebuilt = dirty_vips
+            .iter()
+            .filter_map(|k| assemble_vip(&ix, *k).map(Arc::new))
+            .peekable();
+        for v in &ix.vips {
+            while let Some(n) = rebuilt.next_if(|n| n.key < v.key) {
+                vips.push(n);
+            }
+            if !dirty_vips.contains(&v.key) {
+                vips.push(v.clone());
+            }
+        }
+        vips.extend(rebuilt);
+        ix.vips = vips.clone();
+
+        // Services: untouched apps keep theirs.
+        let mut services: Vec<Arc<Service>> = ix
+            .services
+            .iter()
+            .filter(|s| !dirty_apps.contains(s.app_id.as_str()))
+            .cloned()
+            .collect();
+        services.extend(new_services);
+        services.sort_by(|a, b| {
+            (a.service_port, a.protocol, &a.app_id, a.port_index).cmp(&(
+                b.service_port,
+                b.protocol,
+                &b.app_id,
+                b.port_index,
+            ))
+        });
+        ix.services = services.clone();
+
+        let mut rejected: Vec<Rejection> = ix
+            .owners
+            .values()
+            .flat_map(|o| o.rejected.iter().cloned())
+            .chain(ix.exhausted.iter().cloned())
+            .collect();
         rejected.sort_unstable();
         rejected.dedup();
 
@@ -73,10 +267,11 @@ impl Snapshot {
             version: prev.version + 1,
             state: state.clone(),
             vips,
-            named,
+            named: ix.allocated.clone(),
             services,
             rejected,
             counts,
+            index: Some(Arc::new(ix)),
         }
     }
 }
@@ -120,15 +315,524 @@ pub fn backend_id(protocol: Protocol, ip: IpAddr, port: u16) -> BackendId {
     BackendId(h)
 }
 
-// === impl Builder ===
+// === impl Index ===
 //
-// One pass over the tasks does everything that needs the task's data: candidate backends are
-// made while the task is in cache and filed under their VIP, named VIP or service port; later
-// stages only sort, deduplicate and turn them into `Backend`s. Task and app ids are copied once
-// into one buffer that every backend of the snapshot shares (`SharedStr`).
+// Owner keys are strings: `a` + app id for a Marathon app, `t` + task id for a task without an
+// app (so the two never collide, and look-ups borrow a `&str`).
 
-/// A candidate backend: a `Backend` with its id strings as ranges of the id buffer. `task` is
-/// the task's position in id order (the tie-breaker between duplicates).
+const APP: &str = "a";
+const TASK: &str = "t";
+
+/// The owner key of a task, written into `buf`.
+fn owner_key_into<'b>(buf: &'b mut String, task: &Task) -> &'b str {
+    buf.clear();
+    match &task.app_id {
+        Some(app) => {
+            buf.push_str(APP);
+            buf.push_str(app);
+        }
+        None => {
+            buf.push_str(TASK);
+            buf.push_str(&task.id);
+        }
+    }
+    buf
+}
+
+/// What a build keeps for the next one (private to the model; never serialised).
+pub(crate) struct Index {
+    /// The state this index was built from (`prev.state`, checked by pointer before reuse).
+    state: Arc<ClusterState>,
+    owners: OrdMap<Arc<str>, Arc<OwnerOut>>,
+    /// IP VIP → the owners that file backends under it.
+    ip_owners: OrdMap<VipKey, OrdSet<Arc<str>>>,
+    /// Named VIP → the owners that file backends under it.
+    named_owners: OrdMap<NamedVipKey, OrdSet<Arc<str>>>,
+    /// Live named VIPs, aggregated over their owners, with the allocation they got.
+    named: OrdMap<NamedVipKey, Arc<NamedEntry>>,
+    /// VIP key → the named VIPs whose allocation files backends under it (usually one).
+    vip_named: OrdMap<VipKey, OrdSet<NamedVipKey>>,
+    /// The allocation `named` came from: its output, exhaustion rejections and ranges.
+    allocated: OrdMap<NamedVipKey, NamedVip>,
+    exhausted: Vec<Rejection>,
+    ranges: (Ipv4Net, Ipv6Net),
+    /// The build's output, shared with the snapshot.
+    vips: Vec<Arc<Vip>>,
+    services: Vec<Arc<Service>>,
+}
+
+impl fmt::Debug for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Index")
+            .field("owners", &self.owners.len())
+            .field("named", &self.named.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Index {
+    fn empty(state: &Arc<ClusterState>) -> Index {
+        Index {
+            state: state.clone(),
+            owners: OrdMap::new(),
+            ip_owners: OrdMap::new(),
+            named_owners: OrdMap::new(),
+            named: OrdMap::new(),
+            vip_named: OrdMap::new(),
+            allocated: OrdMap::new(),
+            exhausted: Vec::new(),
+            ranges: Default::default(),
+            vips: Vec::new(),
+            services: Vec::new(),
+        }
+    }
+
+    /// A copy to update for the next build (maps of `Arc`s: pointers are copied, not results).
+    fn clone_for(&self, state: &Arc<ClusterState>) -> Index {
+        Index {
+            state: state.clone(),
+            owners: self.owners.clone(),
+            ip_owners: self.ip_owners.clone(),
+            named_owners: self.named_owners.clone(),
+            named: self.named.clone(),
+            vip_named: self.vip_named.clone(),
+            allocated: self.allocated.clone(),
+            exhausted: self.exhausted.clone(),
+            ranges: self.ranges,
+            vips: self.vips.clone(),
+            services: self.services.clone(),
+        }
+    }
+}
+
+/// What one owner contributes. Backend lists are sorted by (ip, port), one per (ip, port), with
+/// the weights the tasks give (the all-draining lift is applied per VIP, over every owner).
+#[derive(Default)]
+struct OwnerOut {
+    /// The owner's app id and task ids, back to back (backends hold slices of it).
+    ids: Option<Arc<str>>,
+    /// Every task of the owner (backend or not), in id order, as ranges of `ids`.
+    tasks: Vec<(u32, u32)>,
+    services: Vec<Arc<Service>>,
+    rejected: Vec<Rejection>,
+    /// Sorted by key.
+    ip_vips: Vec<(VipKey, Vec<Backend>)>,
+    /// Sorted by key.
+    named: Vec<(NamedVipKey, NamedPart)>,
+}
+
+impl OwnerOut {
+    /// The ids of the owner's tasks, in id order.
+    fn task_ids(&self) -> impl Iterator<Item = &str> {
+        let buf = self.ids.as_deref().unwrap_or_default();
+        self.tasks
+            .iter()
+            .map(move |&(a, b)| buf.get(a as usize..b as usize).unwrap_or_default())
+    }
+}
+
+/// One owner's part of a named VIP.
+struct NamedPart {
+    base: String,
+    age_ms: Option<i64>,
+    /// By (protocol, VIP port), sorted.
+    ports: Vec<((Protocol, u16), Vec<Backend>)>,
+    /// The `RangeExhausted` rejection of the first label (in task id order) that gave a backend.
+    first: Rejection,
+}
+
+/// A live named VIP over all its owners.
+#[derive(Clone)]
+struct NamedEntry {
+    base: String,
+    age_ms: Option<i64>,
+    ipv6: bool,
+    first: Rejection,
+    /// What the allocation gave (`None`: range exhausted).
+    alloc: Option<NamedVip>,
+    /// `vip_keys` are computed for `alloc`.
+    placed: bool,
+    /// The VIP keys it files backends under.
+    vip_keys: Vec<VipKey>,
+}
+
+/// An owner whose inputs changed, with its inputs now.
+struct Update<'s> {
+    key: Arc<str>,
+    app: Option<&'s App>,
+    /// In id order.
+    tasks: Vec<&'s Task>,
+}
+
+/// Every owner of `state`, from scratch.
+fn all_owners(state: &ClusterState) -> Vec<Update<'_>> {
+    let mut groups: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
+    let mut buf = String::new();
+    let mut last: Option<(String, Vec<&Task>)> = None;
+    for task in state.tasks.values() {
+        let key = owner_key_into(&mut buf, task);
+        match &mut last {
+            Some((k, tasks)) if k == key => tasks.push(task),
+            _ => {
+                if let Some((k, tasks)) = last.take() {
+                    groups.entry(k).or_default().extend(tasks);
+                }
+                last = Some((key.to_string(), vec![task]));
+            }
+        }
+    }
+    if let Some((k, tasks)) = last.take() {
+        groups.entry(k).or_default().extend(tasks);
+    }
+    for id in state.apps.keys() {
+        groups.entry(format!("{APP}{id}")).or_default();
+    }
+    groups
+        .into_iter()
+        .map(|(k, mut tasks)| {
+            // Groups merged from runs that were not adjacent are no longer in id order.
+            if !tasks.is_sorted_by(|a, b| a.id <= b.id) {
+                tasks.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            let app = k
+                .strip_prefix(APP)
+                .and_then(|id| state.apps.get(id))
+                .map(|a| &**a);
+            Update {
+                key: Arc::from(k),
+                app,
+                tasks,
+            }
+        })
+        .collect()
+}
+
+/// The owners whose inputs differ between `old.state` and `state`: tasks or apps that differ
+/// (`imbl`'s diff skips the tree nodes both states share and compares the rest by value, `Arc`
+/// pointers first), and tasks on agents whose address changed.
+fn diff_owners<'s>(old: &'s Index, state: &'s ClusterState) -> Vec<Update<'s>> {
+    use imbl::ordmap::DiffItem;
+    let prev = &*old.state;
+    // Owner key → (task id, in the owner now), in id order.
+    let mut pending: BTreeMap<String, Vec<(&'s str, bool)>> = BTreeMap::new();
+    let mut buf = String::new();
+    let mut touch = |task: &Task, id: &'s str, present: bool| {
+        let key = owner_key_into(&mut buf, task);
+        match pending.get_mut(key) {
+            Some(p) => p.push((id, present)),
+            None => {
+                pending.insert(key.to_string(), vec![(id, present)]);
+            }
+        }
+    };
+    for item in prev.tasks.diff(&state.tasks) {
+        match item {
+            DiffItem::Add(k, t) => touch(t, k, true),
+            DiffItem::Remove(k, t) => touch(t, k, false),
+            DiffItem::Update {
+                old: (k, a),
+                new: (_, b),
+            } => {
+                if a.app_id != b.app_id {
+                    touch(a, k, false);
+                }
+                touch(b, k, true);
+            }
+        }
+    }
+    // Agents whose address changed: every owner with a task there is recomputed.
+    if prev.agents != state.agents {
+        let moved: HashSet<&str> = prev
+            .agents
+            .iter()
+            .filter(|(id, a)| state.agents.get(*id).map(|b| b.ip) != Some(a.ip))
+            .chain(
+                state
+                    .agents
+                    .iter()
+                    .filter(|(id, a)| prev.agents.get(*id).map(|b| b.ip) != Some(a.ip)),
+            )
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !moved.is_empty() {
+            for task in state.tasks.values() {
+                if moved.contains(task.agent_id.as_str()) {
+                    let key = owner_key_into(&mut buf, task);
+                    if !pending.contains_key(key) {
+                        pending.insert(key.to_string(), Vec::new());
+                    }
+                }
+            }
+        }
+    }
+    for item in prev.apps.diff(&state.apps) {
+        let id = match item {
+            DiffItem::Add(k, _) | DiffItem::Remove(k, _) => k,
+            DiffItem::Update { new: (k, _), .. } => k,
+        };
+        pending.entry(format!("{APP}{id}")).or_default();
+    }
+
+    pending
+        .into_iter()
+        .map(|(key, changes)| {
+            let (key, ids) = match old.owners.get_key_value(key.as_str()) {
+                Some((k, out)) => (k.clone(), merge_ids(out.task_ids(), &changes)),
+                None => (
+                    Arc::from(key),
+                    changes
+                        .iter()
+                        .filter(|(_, present)| *present)
+                        .map(|(id, _)| *id)
+                        .collect(),
+                ),
+            };
+            let tasks = ids
+                .into_iter()
+                .filter_map(|id| state.tasks.get(id).map(|t| &**t))
+                .collect();
+            let app = key
+                .strip_prefix(APP)
+                .and_then(|id| state.apps.get(id))
+                .map(|a| &**a);
+            Update { key, app, tasks }
+        })
+        .collect()
+}
+
+/// The ids `old` (in id order) with `changes` (in id order) applied.
+fn merge_ids<'a>(old: impl Iterator<Item = &'a str>, changes: &[(&'a str, bool)]) -> Vec<&'a str> {
+    let mut out = Vec::with_capacity(changes.len() + 8);
+    let mut o = old.peekable();
+    for &(id, present) in changes {
+        while let Some(t) = o.next_if(|t| *t < id) {
+            out.push(t);
+        }
+        o.next_if(|t| *t == id);
+        if present {
+            out.push(id);
+        }
+    }
+    out.extend(o);
+    out
+}
+
+/// A named VIP over all its owners, or `None` when no owner files under it any more.
+fn aggregate_named(
+    ix: &Index,
+    key: &NamedVipKey,
+    old: Option<&NamedEntry>,
+) -> Option<Arc<NamedEntry>> {
+    let owners = ix.named_owners.get(key)?;
+    let mut entry: Option<NamedEntry> = None;
+    for part in owners
+        .iter()
+        .filter_map(|o| ix.owners.get(o))
+        .filter_map(|o| named_part(o, key))
+    {
+        let ipv6 = part
+            .ports
+            .iter()
+            .any(|(_, bs)| bs.iter().any(|b| b.ip.is_ipv6()));
+        match &mut entry {
+            None => {
+                entry = Some(NamedEntry {
+                    base: part.base.clone(),
+                    age_ms: part.age_ms,
+                    ipv6,
+                    first: part.first.clone(),
+                    alloc: old.and_then(|o| o.alloc.clone()),
+                    placed: false,
+                    vip_keys: Vec::new(),
+                })
+            }
+            Some(e) => {
+                e.age_ms = min_age(e.age_ms, part.age_ms);
+                e.ipv6 |= ipv6;
+                if part.first.task_id < e.first.task_id {
+                    e.first = part.first.clone();
+                }
+            }
+        }
+    }
+    entry.map(Arc::new)
+}
+
+fn named_part<'o>(out: &'o OwnerOut, key: &NamedVipKey) -> Option<&'o NamedPart> {
+    out.named
+        .binary_search_by(|(k, _)| k.cmp(key))
+        .ok()
+        .and_then(|i| out.named.get(i))
+        .map(|(_, p)| p)
+}
+
+fn min_age(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Removes a named VIP from the VIP keys it filed under, marking them dirty.
+fn forget_named(
+    vip_named: &mut OrdMap<VipKey, OrdSet<NamedVipKey>>,
+    key: &NamedVipKey,
+    vip_keys: &[VipKey],
+    dirty: &mut BTreeSet<VipKey>,
+) {
+    for k in vip_keys {
+        dirty.insert(*k);
+        if let Some(set) = vip_named.get_mut(k) {
+            set.remove(key);
+            if set.is_empty() {
+                vip_named.remove(k);
+            }
+        }
+    }
+}
+
+/// The VIP keys a named VIP files backends under with its allocation: (protocol, IPv4, port)
+/// for ports with IPv4 backends, (protocol, IPv6, port) for ports with IPv6 backends when it has
+/// an IPv6 address.
+fn named_vip_keys(ix: &Index, key: &NamedVipKey, entry: &NamedEntry) -> Vec<VipKey> {
+    let Some(nv) = &entry.alloc else {
+        return Vec::new();
+    };
+    let mut keys = BTreeSet::new();
+    let owners = ix.named_owners.get(key).into_iter().flatten();
+    for part in owners
+        .filter_map(|o| ix.owners.get(o))
+        .filter_map(|o| named_part(o, key))
+    {
+        for ((protocol, port), bs) in &part.ports {
+            if bs.iter().any(|b| b.ip.is_ipv4()) {
+                keys.insert(VipKey {
+                    protocol: *protocol,
+                    ip: IpAddr::V4(nv.ipv4),
+                    port: *port,
+                });
+            }
+            if let Some(ip6) = nv.ipv6
+                && bs.iter().any(|b| b.ip.is_ipv6())
+            {
+                keys.insert(VipKey {
+                    protocol: *protocol,
+                    ip: IpAddr::V6(ip6),
+                    port: *port,
+                });
+            }
+        }
+    }
+    keys.into_iter().collect()
+}
+
+/// One VIP from every owner and named VIP that files backends under `key`; `None` without
+/// backends.
+fn assemble_vip(ix: &Index, key: VipKey) -> Option<Vip> {
+    let mut lists: Vec<&[Backend]> = Vec::new();
+    for o in ix.ip_owners.get(&key).into_iter().flatten() {
+        if let Some(owner) = ix.owners.get(o)
+            && let Ok(i) = owner.ip_vips.binary_search_by(|(k, _)| k.cmp(&key))
+            && let Some((_, bs)) = owner.ip_vips.get(i)
+        {
+            lists.push(bs);
+        }
+    }
+    let mut filtered: Vec<Backend> = Vec::new();
+    let mut label: Option<(&NamedVipKey, &str)> = None;
+    for nk in ix.vip_named.get(&key).into_iter().flatten() {
+        let Some(nv) = ix.named.get(nk).and_then(|e| e.alloc.as_ref()) else {
+            continue;
+        };
+        label.get_or_insert((nk, nv.fqdn.as_str()));
+        for part in ix
+            .named_owners
+            .get(nk)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| ix.owners.get(o))
+            .filter_map(|o| named_part(o, nk))
+        {
+            if let Ok(i) = part
+                .ports
+                .binary_search_by(|(pk, _)| pk.cmp(&(key.protocol, key.port)))
+                && let Some((_, bs)) = part.ports.get(i)
+            {
+                filtered.extend(
+                    bs.iter()
+                        .filter(|b| b.ip.is_ipv4() == key.ip.is_ipv4())
+                        .cloned(),
+                );
+            }
+        }
+    }
+    let mut backends: Vec<Backend> = if lists.len() == 1 && filtered.is_empty() {
+        lists.first().map(|l| l.to_vec()).unwrap_or_default()
+    } else {
+        for l in lists {
+            filtered.extend_from_slice(l);
+        }
+        filtered.sort_unstable_by(|a, b| {
+            (a.ip, a.port, Reverse(a.weight))
+                .cmp(&(b.ip, b.port, Reverse(b.weight)))
+                .then_with(|| a.task_id.cmp(&b.task_id))
+        });
+        filtered.dedup_by(|later, kept| later.ip == kept.ip && later.port == kept.port);
+        filtered
+    };
+    if backends.is_empty() {
+        return None;
+    }
+    lift_draining(&mut backends);
+    Some(Vip {
+        key,
+        name: label.map(|(_, fqdn)| fqdn.to_string()),
+        label: label.map(|(k, _)| k.clone()),
+        backends,
+    })
+}
+
+/// If every backend has weight 0, all get weight 1.
+fn lift_draining(backends: &mut [Backend]) {
+    if backends.iter().all(|b| b.weight == 0) {
+        for b in backends {
+            b.weight = 1;
+        }
+    }
+}
+
+// === impl OwnerBuilder ===
+//
+// One pass over an owner's tasks does everything that needs the task's data: candidate backends
+// are made while the task is in cache and filed under their VIP, named VIP or service port;
+// finishing only sorts, deduplicates and turns them into `Backend`s. The owner's app id and task
+// ids are copied once into one buffer that its backends share (`SharedStr`).
+
+/// What every owner's computation reads from the state.
+struct Ctx<'s> {
+    agent_ips: HashMap<&'s str, IpAddr>,
+    frameworks: HashMap<&'s str, &'s str>,
+}
+
+impl<'s> Ctx<'s> {
+    fn new(state: &'s ClusterState) -> Ctx<'s> {
+        Ctx {
+            agent_ips: state
+                .agents
+                .iter()
+                .filter_map(|(id, a)| Some((id.as_str(), a.ip?)))
+                .collect(),
+            frameworks: state
+                .frameworks
+                .iter()
+                .map(|(id, f)| (id.as_str(), f.name.as_str()))
+                .collect(),
+        }
+    }
+}
+
+/// A candidate backend: a `Backend` with its id strings as ranges of the owner's id buffer.
+/// `task` is the task's position in the owner's id order (the tie-breaker between duplicates).
 #[derive(Debug, Clone, Copy)]
 struct Cand {
     ip: IpAddr,
@@ -139,8 +843,7 @@ struct Cand {
     ids: TaskIds,
 }
 
-/// Where a task's id and app id are in the id buffer (byte ranges). Carried in every `Cand`, so
-/// finishing a backend reads no per-task table.
+/// Where a task's id and app id are in the id buffer (byte ranges).
 #[derive(Debug, Clone, Copy)]
 struct TaskIds {
     id: (u32, u32),
@@ -158,7 +861,7 @@ impl Ids {
     }
 }
 
-/// Everything gathered for one named VIP (name, framework).
+/// Everything gathered for one named VIP (name, framework) within one owner.
 struct NamedAcc<'s> {
     /// [`vip::vip_base_name`]; `None` when the name has no DNS-safe characters.
     base: Option<String>,
@@ -166,8 +869,7 @@ struct NamedAcc<'s> {
     age_ms: Option<i64>,
     /// Backends by (protocol, VIP port); usually one entry.
     ports: Vec<((Protocol, u16), Vec<Cand>)>,
-    /// The first label that gave a backend (tasks are visited in id order): what a
-    /// `RangeExhausted` rejection shows.
+    /// The first label that gave a backend (tasks are visited in id order).
     first: Option<(&'s Task, &'s str, &'s str)>,
 }
 
@@ -179,43 +881,6 @@ struct ServicePort {
     udp: bool,
     container_port: Option<u16>,
     cands: Vec<Cand>,
-}
-
-/// A Marathon app as the build sees it.
-struct AppCtx {
-    /// Range of the app id in the id buffer.
-    id: (u32, u32),
-    version_ms: Option<i64>,
-    ports: Vec<ServicePort>,
-}
-
-/// A VIP being assembled.
-#[derive(Default)]
-struct PendingVip {
-    label: Option<NamedVipKey>,
-    name: Option<String>,
-    cands: Vec<Cand>,
-}
-
-struct Builder<'s> {
-    agent_ips: HashMap<&'s str, IpAddr>,
-    frameworks: HashMap<&'s str, &'s str>,
-    /// Apps in id order, and their index by id.
-    apps: Vec<AppCtx>,
-    app_index: HashMap<&'s str, usize>,
-    ip_vips: HashMap<VipKey, Vec<Cand>>,
-    /// Task and app ids, back to back (`TaskIds` ranges point into it).
-    ids: String,
-    /// Backend tasks seen so far (the next task's position).
-    tasks_seen: u32,
-    named: HashMap<(&'s str, &'s str), NamedAcc<'s>>,
-    rejected: Vec<Rejection>,
-    /// Reused buffer for the addresses of one label.
-    scratch: Vec<(IpAddr, u16)>,
-    /// The app of the previous task (id, index in `apps`).
-    last_app: Option<(&'s str, usize)>,
-    /// The framework of the previous named-VIP label (id, name).
-    last_framework: Option<(&'s str, &'s str)>,
 }
 
 /// What every backend of one task shares.
@@ -248,45 +913,60 @@ fn push_id(ids: &mut String, s: &str) -> (u32, u32) {
     (start, at(ids.len()))
 }
 
-impl<'s> Builder<'s> {
-    fn new(state: &'s ClusterState) -> Builder<'s> {
-        let agent_ips = state
-            .agents
-            .iter()
-            .filter_map(|(id, a)| Some((id.as_str(), a.ip?)))
-            .collect();
-        let frameworks = state
-            .frameworks
-            .iter()
-            .map(|(id, f)| (id.as_str(), f.name.as_str()))
-            .collect();
-        let mut b = Builder {
-            agent_ips,
-            frameworks,
-            apps: Vec::with_capacity(state.apps.len()),
-            app_index: HashMap::with_capacity(state.apps.len()),
-            ip_vips: HashMap::new(),
-            ids: String::with_capacity(state.apps.len() * 16 + state.tasks.len() * 32),
-            tasks_seen: 0,
-            named: HashMap::with_capacity(state.apps.len()),
-            rejected: Vec::new(),
-            scratch: Vec::new(),
-            last_app: None,
-            last_framework: None,
-        };
-        for app in state.apps.values() {
-            let ctx = b.app_ctx(app);
-            b.app_index.insert(app.id.as_str(), b.apps.len());
-            b.apps.push(ctx);
-        }
-        b
+/// Computes one owner's contribution.
+fn compute_owner(ctx: &Ctx<'_>, key: &str, app: Option<&App>, tasks: &[&Task]) -> OwnerOut {
+    let mut b = OwnerBuilder {
+        ctx,
+        ids: String::with_capacity(16 + tasks.len() * 40),
+        app_range: None,
+        app_age: None,
+        ports: Vec::new(),
+        ip_vips: BTreeMap::new(),
+        named: BTreeMap::new(),
+        rejected: Vec::new(),
+        scratch: Vec::new(),
+        task_ranges: Vec::with_capacity(tasks.len()),
+        tasks_seen: 0,
+        last_framework: None,
+    };
+    if let Some(app) = app {
+        b.app(app);
+    } else if let Some(id) = key.strip_prefix(APP) {
+        b.app_range = Some(push_id(&mut b.ids, id));
     }
+    for task in tasks {
+        b.task(task);
+    }
+    b.finish(app)
+}
 
+struct OwnerBuilder<'s> {
+    ctx: &'s Ctx<'s>,
+    /// The app id and task ids, back to back (`TaskIds` ranges point into it).
+    ids: String,
+    app_range: Option<(u32, u32)>,
+    app_age: Option<i64>,
+    ports: Vec<ServicePort>,
+    ip_vips: BTreeMap<VipKey, Vec<Cand>>,
+    named: BTreeMap<(&'s str, &'s str), NamedAcc<'s>>,
+    rejected: Vec<Rejection>,
+    /// Reused buffer for the addresses of one label.
+    scratch: Vec<(IpAddr, u16)>,
+    /// Every task's id range in `ids`.
+    task_ranges: Vec<(u32, u32)>,
+    /// Backend tasks seen so far (the next task's position).
+    tasks_seen: u32,
+    /// The framework of the previous named-VIP label (id, name).
+    last_framework: Option<(&'s str, &'s str)>,
+}
+
+impl<'s> OwnerBuilder<'s> {
     /// The service ports of an app: one per port index with a non-zero service port
     /// (`HAPROXY_{n}_PORT`, else the port's `servicePort`).
-    fn app_ctx(&mut self, app: &App) -> AppCtx {
+    fn app(&mut self, app: &App) {
+        self.app_range = Some(push_id(&mut self.ids, &app.id));
+        self.app_age = app.version_ms;
         let n = app.service_ports.len().max(app.ports.len());
-        let mut ports = Vec::new();
         for index in 0..n {
             let port_def = app.ports.get(index);
             let declared = port_def
@@ -318,7 +998,7 @@ impl<'s> Builder<'s> {
             if !tcp && !udp {
                 continue;
             }
-            ports.push(ServicePort {
+            self.ports.push(ServicePort {
                 index,
                 service_port,
                 tcp,
@@ -326,11 +1006,6 @@ impl<'s> Builder<'s> {
                 container_port: port_def.and_then(|p| p.container_port),
                 cands: Vec::with_capacity(usize::try_from(app.instances).unwrap_or(0).min(64)),
             });
-        }
-        AppCtx {
-            id: push_id(&mut self.ids, &app.id),
-            version_ms: app.version_ms,
-            ports,
         }
     }
 
@@ -342,7 +1017,7 @@ impl<'s> Builder<'s> {
         {
             return name;
         }
-        let name = match self.frameworks.get(id) {
+        let name = match self.ctx.frameworks.get(id) {
             Some(name) if !name.is_empty() => name,
             _ => id,
         };
@@ -373,54 +1048,34 @@ impl<'s> Builder<'s> {
     /// Files every backend of one task: VIP backends from its port labels and legacy task
     /// labels, and service-port candidates of its Marathon app.
     fn task(&mut self, task: &'s Task) {
+        let id = push_id(&mut self.ids, &task.id);
+        self.task_ranges.push(id);
         let Some(weight) = task_weight(task) else {
             return;
-        };
-        // Tasks come in id order and Marathon task ids start with the app id, so the previous
-        // task's app is usually this one's: compare before hashing.
-        let app = match (task.app_id.as_deref(), self.last_app) {
-            (Some(id), Some((last, i))) if id == last => Some(i),
-            (Some(id), _) => {
-                let found = self.app_index.get(id).copied();
-                if let Some(i) = found {
-                    self.last_app = Some((id, i));
-                }
-                found
-            }
-            (None, _) => None,
-        };
-        let (app_range, app_age) = match app.and_then(|i| self.apps.get(i)) {
-            Some(ctx) => (Some(ctx.id), ctx.version_ms),
-            None => (
-                task.app_id.as_deref().map(|a| push_id(&mut self.ids, a)),
-                None,
-            ),
         };
         let index = self.tasks_seen;
         self.tasks_seen = self.tasks_seen.saturating_add(1);
         let ctx = TaskCtx {
             weight,
-            agent_ip: self.agent_ips.get(task.agent_id.as_str()).copied(),
+            agent_ip: self.ctx.agent_ips.get(task.agent_id.as_str()).copied(),
             task: index,
             ids: TaskIds {
-                id: push_id(&mut self.ids, &task.id),
-                app: app_range,
+                id,
+                app: self.app_range,
             },
         };
-        let age = app_age.or(task.started_ms);
+        let age = self.app_age.or(task.started_ms);
 
-        if let Some(app) = app.and_then(|i| self.apps.get_mut(i)) {
-            for sp in &mut app.ports {
-                let addr = match task.host_ports.get(sp.index) {
-                    Some(&hp) => ctx.agent_ip.map(|ip| (ip, hp)),
-                    None if task.host_ports.is_empty() => {
-                        task.netinfo_ips.first().copied().zip(sp.container_port)
-                    }
-                    None => None,
-                };
-                if let Some((ip, port)) = addr {
-                    sp.cands.push(ctx.cand(ip, port));
+        for sp in &mut self.ports {
+            let addr = match task.host_ports.get(sp.index) {
+                Some(&hp) => ctx.agent_ip.map(|ip| (ip, hp)),
+                None if task.host_ports.is_empty() => {
+                    task.netinfo_ips.first().copied().zip(sp.container_port)
                 }
+                None => None,
+            };
+            if let Some((ip, port)) = addr {
+                sp.cands.push(ctx.cand(ip, port));
             }
         }
 
@@ -543,10 +1198,7 @@ impl<'s> Builder<'s> {
                 if addrs.is_empty() {
                     return;
                 }
-                acc.age_ms = match (acc.age_ms, age) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                acc.age_ms = min_age(acc.age_ms, age);
                 acc.first.get_or_insert((task, key, value));
                 let pk = (protocol, label.port);
                 let slot = match acc.ports.iter().position(|(k, _)| *k == pk) {
@@ -563,131 +1215,30 @@ impl<'s> Builder<'s> {
         }
     }
 
-    /// Allocates named VIPs and assembles every VIP, sorted by key.
-    fn finish_vips(
-        &mut self,
-        config: &Config,
-        prev: &Snapshot,
-        ids: &Ids,
-    ) -> (Vec<Vip>, BTreeMap<NamedVipKey, NamedVip>) {
-        let mut named_accs: Vec<(NamedVipKey, NamedAcc<'s>)> = self
-            .named
-            .drain()
-            .filter(|(_, acc)| acc.base.is_some() && !acc.ports.is_empty())
-            .map(|((name, framework), acc)| {
-                (
-                    NamedVipKey {
-                        name: name.to_string(),
-                        framework: framework.to_string(),
-                    },
-                    acc,
-                )
-            })
-            .collect();
-        named_accs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let requests: Vec<vip::Request<'_>> = named_accs
-            .iter()
-            .map(|(key, acc)| vip::Request {
-                key,
-                base: acc.base.as_deref().unwrap_or_default(),
-                age_ms: acc.age_ms,
-                ipv6: acc
-                    .ports
-                    .iter()
-                    .any(|(_, bs)| bs.iter().any(|b| b.ip.is_ipv6())),
-            })
-            .collect();
-        let allocations = vip::allocate(
-            &requests,
-            &prev.named,
-            config.l4.vip_range,
-            config.l4.vip_range6,
-        );
-        drop(requests);
-
-        let mut pending: BTreeMap<VipKey, PendingVip> = BTreeMap::new();
-        for (k, cands) in self.ip_vips.drain() {
-            // Keys are unique in `ip_vips`: a fresh entry takes the vector as it is.
-            pending.entry(k).or_default().cands = cands;
-        }
-        let mut named: Vec<(NamedVipKey, NamedVip)> = Vec::with_capacity(named_accs.len());
-        for ((key, acc), allocation) in named_accs.into_iter().zip(allocations) {
-            let nv = match allocation {
-                vip::Allocation::Ok(nv) => nv,
-                vip::Allocation::NoIpv6(nv) => {
-                    if let Some((task, k, v)) = acc.first {
-                        self.reject_task(task, k, v, RejectReason::RangeExhausted);
-                    }
-                    nv
-                }
-                vip::Allocation::Exhausted => {
-                    if let Some((task, k, v)) = acc.first {
-                        self.reject_task(task, k, v, RejectReason::RangeExhausted);
-                    }
-                    continue;
-                }
-            };
-            for ((protocol, port), cands) in acc.ports {
-                let (v4, v6): (Vec<Cand>, Vec<Cand>) = if cands.iter().all(|c| c.ip.is_ipv4()) {
-                    (cands, Vec::new())
-                } else {
-                    cands.into_iter().partition(|c| c.ip.is_ipv4())
-                };
-                let mut file = |ip: IpAddr, cands: Vec<Cand>| {
-                    if cands.is_empty() {
-                        return;
-                    }
-                    let p = pending.entry(VipKey { protocol, ip, port }).or_default();
-                    p.label.get_or_insert_with(|| key.clone());
-                    p.name.get_or_insert_with(|| nv.fqdn.clone());
-                    if p.cands.is_empty() {
-                        p.cands = cands;
-                    } else {
-                        p.cands.extend(cands);
-                    }
-                };
-                file(IpAddr::V4(nv.ipv4), v4);
-                if let Some(ip6) = nv.ipv6 {
-                    file(IpAddr::V6(ip6), v6);
-                }
-            }
-            named.push((key, nv));
-        }
-        // Already sorted by key: the map is bulk-built.
-        let named: BTreeMap<NamedVipKey, NamedVip> = named.into_iter().collect();
-        let vips = pending
-            .into_iter()
-            .filter_map(|(key, p)| {
-                let backends = finish_backends(p.cands, key.protocol, ids);
-                (!backends.is_empty()).then_some(Vip {
-                    key,
-                    name: p.name,
-                    label: p.label,
-                    backends,
-                })
-            })
-            .collect();
-        (vips, named)
-    }
-
-    /// Marathon service ports, sorted by (service port, protocol, app id, port index).
-    fn services(&mut self, ids: &Ids) -> Vec<Service> {
-        let mut services = Vec::with_capacity(self.apps.len());
-        for app in self.apps.drain(..) {
-            let app_id = ids.slice(app.id);
-            for sp in app.ports {
+    fn finish(mut self, app: Option<&App>) -> OwnerOut {
+        let ids = Ids {
+            buf: Arc::from(std::mem::take(&mut self.ids)),
+        };
+        let mut services = Vec::with_capacity(self.ports.len());
+        if let Some(app) = app {
+            for sp in std::mem::take(&mut self.ports) {
                 let mut push = |protocol: Protocol, backends: Vec<Backend>| {
-                    services.push(Service {
-                        app_id: app_id.to_string(),
+                    services.push(Arc::new(Service {
+                        app_id: app.id.clone(),
                         port_index: sp.index,
                         service_port: sp.service_port,
                         protocol,
                         backends,
-                    });
+                    }));
+                };
+                let finish = |cands, protocol| {
+                    let mut bs = finish_backends(cands, protocol, &ids);
+                    lift_draining(&mut bs);
+                    bs
                 };
                 match (sp.tcp, sp.udp) {
                     (true, true) => {
-                        let tcp = finish_backends(sp.cands, Protocol::Tcp, ids);
+                        let tcp = finish(sp.cands, Protocol::Tcp);
                         let mut udp = tcp.clone();
                         for b in &mut udp {
                             b.id = backend_id(Protocol::Udp, b.ip, b.port);
@@ -695,38 +1246,71 @@ impl<'s> Builder<'s> {
                         push(Protocol::Tcp, tcp);
                         push(Protocol::Udp, udp);
                     }
-                    (false, true) => {
-                        push(Protocol::Udp, finish_backends(sp.cands, Protocol::Udp, ids))
-                    }
-                    _ => push(Protocol::Tcp, finish_backends(sp.cands, Protocol::Tcp, ids)),
+                    (false, true) => push(Protocol::Udp, finish(sp.cands, Protocol::Udp)),
+                    _ => push(Protocol::Tcp, finish(sp.cands, Protocol::Tcp)),
                 }
             }
         }
-        services.sort_unstable_by(|a, b| {
-            (a.service_port, a.protocol, &a.app_id, a.port_index).cmp(&(
-                b.service_port,
-                b.protocol,
-                &b.app_id,
-                b.port_index,
-            ))
-        });
-        services
+        let ip_vips = std::mem::take(&mut self.ip_vips)
+            .into_iter()
+            .map(|(k, cands)| (k, finish_backends(cands, k.protocol, &ids)))
+            .collect();
+        let mut named = Vec::new();
+        for ((name, framework), acc) in std::mem::take(&mut self.named) {
+            let (Some(base), Some((task, k, v))) = (acc.base, acc.first) else {
+                continue;
+            };
+            if acc.ports.is_empty() {
+                continue;
+            }
+            let mut ports: Vec<((Protocol, u16), Vec<Backend>)> = acc
+                .ports
+                .into_iter()
+                .map(|(pk, cands)| (pk, finish_backends(cands, pk.0, &ids)))
+                .collect();
+            ports.sort_unstable_by_key(|p| p.0);
+            named.push((
+                NamedVipKey {
+                    name: name.to_string(),
+                    framework: framework.to_string(),
+                },
+                NamedPart {
+                    base,
+                    age_ms: acc.age_ms,
+                    ports,
+                    first: Rejection {
+                        app_id: task.app_id.clone(),
+                        task_id: task.id.clone(),
+                        label: labels::label_text(k, v),
+                        reason: RejectReason::RangeExhausted,
+                    },
+                },
+            ));
+        }
+        // (name, framework) tuples and `NamedVipKey`s sort alike (fields in that order).
+        OwnerOut {
+            ids: Some(ids.buf),
+            tasks: self.task_ranges,
+            services,
+            rejected: self.rejected,
+            ip_vips,
+            named,
+        }
     }
 }
 
 /// Sorts by (ip, port), keeps one backend per (ip, port) (the highest weight, then the first
-/// task in id order), lifts an all-zero set to weight 1, and makes the `Backend`s.
+/// task in id order) and makes the `Backend`s. Weights stay as given (see [`lift_draining`]).
 fn finish_backends(mut cands: Vec<Cand>, protocol: Protocol, ids: &Ids) -> Vec<Backend> {
     // Task indexes follow task id order, so they break ties as task ids would.
     cands.sort_unstable_by_key(|c| (c.ip, c.port, Reverse(c.weight), c.task));
     cands.dedup_by(|later, kept| later.ip == kept.ip && later.port == kept.port);
-    let all_draining = cands.iter().all(|c| c.weight == 0);
     let mut out = Vec::with_capacity(cands.len());
     out.extend(cands.into_iter().map(|c| Backend {
         id: backend_id(protocol, c.ip, c.port),
         ip: c.ip,
         port: c.port,
-        weight: if all_draining { 1 } else { c.weight },
+        weight: c.weight,
         task_id: ids.slice(c.ids.id),
         app_id: c.ids.app.map(|r| ids.slice(r)),
         agent_ip: c.agent_ip,
@@ -803,7 +1387,7 @@ mod tests {
     }
 
     fn add(s: &mut ClusterState, t: Task) {
-        s.tasks.insert(t.id.clone(), t);
+        s.tasks.insert(t.id.clone(), Arc::new(t));
     }
 
     fn build(s: ClusterState) -> Snapshot {
@@ -1194,7 +1778,7 @@ mod tests {
             ],
             ..App::default()
         };
-        s.apps.insert(app.id.clone(), app);
+        s.apps.insert(app.id.clone(), Arc::new(app));
         let mut t1 = task("web.1", "a1", TaskState::Running);
         t1.app_id = Some("/web".into());
         t1.host_ports = vec![31000, 31001, 31002];
@@ -1271,7 +1855,7 @@ mod tests {
     #[test]
     fn haproxy_port_labels_override_the_service_port() {
         let mut s = web_state();
-        let app = s.apps.get_mut("/web").expect("app");
+        let app = Arc::make_mut(s.apps.get_mut("/web").expect("app"));
         app.labels.insert("HAPROXY_0_PORT".into(), "9000".into());
         app.labels.insert("HAPROXY_1_PORT".into(), "nope".into());
         app.labels.insert("HAPROXY_2_PORT".into(), "9002".into());

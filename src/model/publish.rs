@@ -244,7 +244,8 @@ mod tests {
                         ..TaskPort::default()
                     }],
                     ..Task::default()
-                },
+                }
+                .into(),
             );
         }
         Arc::new(s)

@@ -1,7 +1,6 @@
 //! `Snapshot`: the routing state every data path reads, built by a pure function from a
 //! `ClusterState` and the config. Never mutated after it is built; published whole (see `publish`).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -277,15 +276,19 @@ pub struct Snapshot {
     pub version: u64,
     #[serde(skip)]
     pub state: Arc<ClusterState>,
-    /// Sorted by key.
-    pub vips: Vec<Vip>,
-    /// Named VIP allocations (every live named VIP).
-    pub named: BTreeMap<NamedVipKey, NamedVip>,
-    /// Sorted by (service_port, protocol, app_id).
-    pub services: Vec<Service>,
+    /// Sorted by key. Shared with the next snapshot when unchanged.
+    pub vips: Vec<Arc<Vip>>,
+    /// Named VIP allocations (every live named VIP). A persistent map (`imbl`, ordered like a
+    /// `BTreeMap`): the next snapshot shares it when no allocation changed.
+    pub named: imbl::OrdMap<NamedVipKey, NamedVip>,
+    /// Sorted by (service_port, protocol, app_id). Shared with the next snapshot when unchanged.
+    pub services: Vec<Arc<Service>>,
     /// Labels skipped in this build, sorted.
     pub rejected: Vec<Rejection>,
     pub counts: Counts,
+    /// Per-owner build results the next `Snapshot::build` reuses (see `model::build`).
+    #[serde(skip)]
+    pub(crate) index: Option<Arc<super::build::Index>>,
 }
 
 impl Snapshot {
@@ -300,6 +303,7 @@ impl Snapshot {
             .binary_search_by(|v| v.key.cmp(key))
             .ok()
             .and_then(|i| self.vips.get(i))
+            .map(|v| &**v)
     }
 
     /// Total number of backends across VIPs and services (the guard's measure).

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 /// Which upstream shape the state was decoded from. DNS naming differs slightly between them
@@ -20,17 +22,21 @@ pub enum StateKind {
 }
 
 /// Cluster task state as one source saw it at one moment.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClusterState {
     pub kind: StateKind,
     /// Frameworks by framework ID. A Marathon source has one: id and name `marathon`.
     pub frameworks: BTreeMap<String, Framework>,
     /// Agents by agent ID.
     pub agents: BTreeMap<String, Agent>,
-    /// Marathon apps by app id (`/group/app`). Empty for a Mesos source.
-    pub apps: BTreeMap<String, App>,
-    /// Tasks by task ID, in every state the source reported (the model filters).
-    pub tasks: BTreeMap<String, Task>,
+    /// Marathon apps by app id (`/group/app`). Empty for a Mesos source. A persistent map of
+    /// shared apps (see `tasks`); change one with `Arc::make_mut`.
+    pub apps: OrdMap<String, Arc<App>>,
+    /// Tasks by task ID, in every state the source reported (the model filters). A persistent
+    /// map (`imbl::OrdMap`, ordered like a `BTreeMap`) of shared tasks: cloning the state to
+    /// patch it is O(1), a patch copies only the tree nodes on its path, and `Snapshot::build`
+    /// reuses its work for every task that is the same `Arc`.
+    pub tasks: OrdMap<String, Arc<Task>>,
     /// The leading Mesos master, when the source knows it.
     pub leader: Option<Master>,
 }
@@ -64,7 +70,7 @@ pub struct Master {
 }
 
 /// A Marathon app (the parts the data paths use).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct App {
     pub id: String,
     /// Marathon `version` (RFC 3339), the app's age for VIP slot collisions.
@@ -218,7 +224,7 @@ pub struct DiscoveryInfo {
     pub ports: Vec<DiscoveryPort>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Task {
     pub id: String,
     /// Mesos task name; from Marathon, the app path reversed (`/group/app` → `app.group`).

@@ -4,7 +4,7 @@
 //! Pure functions of their arguments: every node computes the same names and addresses from the
 //! same cluster state and previous allocation, with no coordination. Imports only model types.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -259,9 +259,9 @@ impl Pool {
 /// name, which is the same.
 ///
 /// Returns one [`Allocation`] per request, in request order.
-pub fn allocate(
+pub fn allocate<'p>(
     requests: &[Request<'_>],
-    prev: &BTreeMap<NamedVipKey, NamedVip>,
+    prev: impl IntoIterator<Item = (&'p NamedVipKey, &'p NamedVip)>,
     range4: Ipv4Net,
     range6: Ipv6Net,
 ) -> Vec<Allocation> {
@@ -286,7 +286,7 @@ pub fn allocate(
     let mut by_key: Vec<usize> = (0..n).collect();
     by_key.sort_by(|&a, &b| requests[a].key.cmp(requests[b].key));
     let mut previous: Vec<Option<&NamedVip>> = vec![None; n];
-    let mut old = prev.iter().peekable();
+    let mut old = prev.into_iter().peekable();
     for &i in &by_key {
         let key = requests[i].key;
         while old.next_if(|(k, _)| *k < key).is_some() {}
@@ -348,6 +348,7 @@ pub fn allocate(
 mod tests {
     use super::*;
     use crate::model::snapshot::RejectReason;
+    use std::collections::BTreeMap;
 
     fn key(name: &str, fw: &str) -> NamedVipKey {
         NamedVipKey {

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -468,7 +469,11 @@ fn decode_app(id: &str, app: &AppDoc, state: &mut ClusterState) {
             labels: task_labels.clone(),
             discovery: None,
         };
-        if state.tasks.insert(task.id.clone(), task).is_some() {
+        if state
+            .tasks
+            .insert(task.id.clone(), Arc::new(task))
+            .is_some()
+        {
             tracing::warn!(
                 source = "marathon",
                 app_id = id,
@@ -488,7 +493,11 @@ fn decode_app(id: &str, app: &AppDoc, state: &mut ClusterState) {
         health_checks,
         instances: app.instances.get().unwrap_or(0),
     };
-    if state.apps.insert(id.to_string(), model_app).is_some() {
+    if state
+        .apps
+        .insert(id.to_string(), Arc::new(model_app))
+        .is_some()
+    {
         tracing::warn!(
             source = "marathon",
             app_id = id,

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -745,7 +746,7 @@ impl<'a> TaskSink<'a> {
                     "task id reported by two frameworks; keeping the later one"
                 );
             }
-            state.tasks.insert(task.id.clone(), task);
+            state.tasks.insert(task.id.clone(), Arc::new(task));
         }
     }
 }
