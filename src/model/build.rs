@@ -149,7 +149,7 @@ impl Snapshot {
         let mut changed: Vec<(NamedVipKey, Arc<NamedEntry>)> = Vec::new();
         if reuse_allocation {
             for (key, e) in ix.named.iter().filter(|(_, e)| !e.placed) {
-                changed.push((key.clone(), e.clone()));
+                changed.push((key.clone(), Arc::new(NamedEntry::clone(e))));
             }
         } else {
             let names: Vec<(&NamedVipKey, &Arc<NamedEntry>)> = ix.named.iter().collect();
@@ -165,24 +165,21 @@ impl Snapshot {
             let allocations = vip::allocate(&requests, &prev.named, ranges.0, ranges.1);
             drop(requests);
             let mut named: OrdMap<NamedVipKey, NamedVip> = OrdMap::new();
-            let mut exhausted: Vec<Rejection> = Vec::new();
             for ((key, e), allocation) in names.into_iter().zip(allocations) {
                 let (alloc, short) = match allocation {
                     vip::Allocation::Ok(nv) => (Some(nv), false),
                     vip::Allocation::NoIpv6(nv) => (Some(nv), true),
                     vip::Allocation::Exhausted => (None, true),
                 };
-                if short {
-                    exhausted.push(e.first.clone());
-                }
                 if let Some(nv) = &alloc {
                     named.insert(key.clone(), nv.clone());
                 }
-                if e.alloc != alloc || !e.placed {
+                if e.alloc != alloc || e.short != short || !e.placed {
                     changed.push((
                         key.clone(),
                         Arc::new(NamedEntry {
                             alloc,
+                            short,
                             placed: false,
                             ..NamedEntry::clone(e)
                         }),
@@ -190,7 +187,6 @@ impl Snapshot {
                 }
             }
             ix.allocated = named;
-            ix.exhausted = exhausted;
             ix.ranges = ranges;
         }
         for (key, mut entry) in changed {
@@ -203,10 +199,9 @@ impl Snapshot {
                 dirty_vips.insert(*k);
                 ix.vip_named.entry(*k).or_default().insert(key.clone());
             }
-            if let Some(e) = Arc::get_mut(&mut entry) {
-                e.vip_keys = vip_keys;
-                e.placed = true;
-            }
+            let e = Arc::make_mut(&mut entry);
+            e.vip_keys = vip_keys;
+            e.placed = true;
             ix.named.insert(key, entry);
         }
 
@@ -249,7 +244,12 @@ impl Snapshot {
             .owners
             .values()
             .flat_map(|o| o.rejected.iter().cloned())
-            .chain(ix.exhausted.iter().cloned())
+            .chain(
+                ix.named
+                    .values()
+                    .filter(|e| e.short)
+                    .map(|e| e.first.clone()),
+            )
             .collect();
         rejected.sort_unstable();
         rejected.dedup();
@@ -352,9 +352,8 @@ pub(crate) struct Index {
     named: OrdMap<NamedVipKey, Arc<NamedEntry>>,
     /// VIP key → the named VIPs whose allocation files backends under it (usually one).
     vip_named: OrdMap<VipKey, OrdSet<NamedVipKey>>,
-    /// The allocation `named` came from: its output, exhaustion rejections and ranges.
+    /// The allocation `named` came from, and its ranges.
     allocated: OrdMap<NamedVipKey, NamedVip>,
-    exhausted: Vec<Rejection>,
     ranges: (Ipv4Net, Ipv6Net),
     /// The build's output, shared with the snapshot.
     vips: Vec<Arc<Vip>>,
@@ -380,7 +379,6 @@ impl Index {
             named: OrdMap::new(),
             vip_named: OrdMap::new(),
             allocated: OrdMap::new(),
-            exhausted: Vec::new(),
             ranges: Default::default(),
             vips: Vec::new(),
             services: Vec::new(),
@@ -397,7 +395,6 @@ impl Index {
             named: self.named.clone(),
             vip_named: self.vip_named.clone(),
             allocated: self.allocated.clone(),
-            exhausted: self.exhausted.clone(),
             ranges: self.ranges,
             vips: self.vips.clone(),
             services: self.services.clone(),
@@ -450,6 +447,8 @@ struct NamedEntry {
     first: Rejection,
     /// What the allocation gave (`None`: range exhausted).
     alloc: Option<NamedVip>,
+    /// The range was full for one of its families: `first` is reported (`RangeExhausted`).
+    short: bool,
     /// `vip_keys` are computed for `alloc`.
     placed: bool,
     /// The VIP keys it files backends under.
@@ -642,6 +641,7 @@ fn aggregate_named(
                     ipv6,
                     first: part.first.clone(),
                     alloc: old.and_then(|o| o.alloc.clone()),
+                    short: old.is_some_and(|o| o.short),
                     placed: false,
                     vip_keys: Vec::new(),
                 })
@@ -2063,5 +2063,228 @@ mod tests {
         assert_ne!(a, backend_id(Protocol::Tcp, ip("::ffff:10.0.0.1"), 80));
         // FNV-1a 64 of [6, 10, 0, 0, 1, 0, 80], computed independently.
         assert_eq!(a, BackendId(0xb8b5_fece_7a4c_9900));
+    }
+    // === property test: incremental = from scratch ===
+
+    /// One random change to a small cluster: three apps and app-less tasks on three agents (one
+    /// IPv6), named VIPs (more names than a tiny range has addresses), IP VIPs (one inside the
+    /// named range), bad labels, legacy labels, unhealthy and killing tasks.
+    fn mutate(s: &mut ClusterState, rng: &mut rand_chacha::ChaCha8Rng, next_id: &mut u32) {
+        use rand::Rng;
+        use rand::seq::IndexedRandom;
+        const VIPS: [&str; 12] = [
+            "/n0:80",
+            "/n1:80",
+            "/n2:81",
+            "/n3:80",
+            "n4:80",
+            "/n5:80",
+            "/n6:80",
+            "10.9.9.1:80",
+            "1.2.3.4:80",
+            "fd00::5:80",
+            "foo",
+            "/n0:81",
+        ];
+        let apps = ["/a0", "/a1", "/a2"];
+        let ids: Vec<String> = s.tasks.keys().cloned().collect();
+        match rng.random_range(0..100) {
+            // Add a task.
+            0..=34 => {
+                *next_id += 1;
+                let agent = *["a1", "a2", "a3"].choose(rng).expect("agents");
+                let state = match rng.random_range(0..10) {
+                    0 => TaskState::Killing,
+                    1 => TaskState::Staging,
+                    _ => TaskState::Running,
+                };
+                let app = rng
+                    .random_bool(0.7)
+                    .then(|| *apps.choose(rng).expect("apps"));
+                let mut t = task(&format!("t{:03}", *next_id), agent, state);
+                t.app_id = app.map(str::to_string);
+                t.healthy = [None, Some(true), Some(false)]
+                    .choose(rng)
+                    .copied()
+                    .flatten();
+                t.has_health_check = rng.random_bool(0.3);
+                t.started_ms = rng.random_bool(0.8).then(|| rng.random_range(0..5));
+                if rng.random_bool(0.5) {
+                    t.host_ports = vec![31000 + rng.random_range(0..4u16)];
+                }
+                if rng.random_bool(0.5) {
+                    let n = rng.random_range(0..3u8);
+                    t.netinfo_ips = vec![IpAddr::from([9, 0, 0, n])];
+                    if rng.random_bool(0.3) {
+                        t.netinfo_ips.push(ip(&format!("fd00::9:{n}")));
+                    }
+                }
+                for _ in 0..rng.random_range(0..3) {
+                    let label = *VIPS.choose(rng).expect("vips");
+                    let proto = if rng.random_bool(0.8) {
+                        PortProtocol::Tcp
+                    } else {
+                        PortProtocol::Udp
+                    };
+                    let host_port = t
+                        .host_ports
+                        .first()
+                        .copied()
+                        .filter(|_| rng.random_bool(0.5));
+                    t.ports
+                        .push(port(proto, host_port, Some(8080), &[("VIP_0", label)]));
+                }
+                if rng.random_bool(0.1) {
+                    t.labels = vec![("vip_PORT0".into(), "tcp://1.2.3.5:90".into())];
+                }
+                add(s, t);
+            }
+            // Remove a task.
+            35..=49 => {
+                if let Some(id) = ids.choose(rng) {
+                    s.tasks.remove(id);
+                }
+            }
+            // Change a task's state or health.
+            50..=79 => {
+                if let Some(id) = ids.choose(rng)
+                    && let Some(t) = s.tasks.get_mut(id)
+                {
+                    let t = Arc::make_mut(t);
+                    match rng.random_range(0..3) {
+                        0 => {
+                            t.healthy = [None, Some(true), Some(false)]
+                                .choose(rng)
+                                .copied()
+                                .flatten()
+                        }
+                        1 => {
+                            t.state = [TaskState::Running, TaskState::Killing, TaskState::Staging]
+                                .choose(rng)
+                                .cloned()
+                                .expect("states")
+                        }
+                        _ => {
+                            t.app_id = rng
+                                .random_bool(0.7)
+                                .then(|| apps.choose(rng).expect("apps").to_string())
+                        }
+                    }
+                }
+            }
+            // Change an app: its labels, version or service ports.
+            80..=94 => {
+                let id = *apps.choose(rng).expect("apps");
+                let app = Arc::make_mut(s.apps.get_mut(id).expect("app"));
+                match rng.random_range(0..3) {
+                    0 => {
+                        if app.labels.remove("HAPROXY_0_PORT").is_none() {
+                            let v = ["9000", "9001", "nope"].choose(rng).expect("ports");
+                            app.labels.insert("HAPROXY_0_PORT".into(), v.to_string());
+                        }
+                    }
+                    1 => app.version_ms = rng.random_bool(0.8).then(|| rng.random_range(0..5)),
+                    _ => {
+                        let p = app.ports.first_mut().expect("port");
+                        p.protocol = ["tcp", "udp", "udp,tcp"]
+                            .choose(rng)
+                            .expect("p")
+                            .to_string();
+                    }
+                }
+            }
+            // Move an agent.
+            _ => {
+                let a2 = s.agents.get_mut("a2").expect("a2");
+                a2.ip = Some(if a2.ip == Some(ip("10.0.0.2")) {
+                    ip("10.0.0.22")
+                } else {
+                    ip("10.0.0.2")
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_builds_equal_builds_from_scratch() {
+        use rand::SeedableRng;
+        let mut config = Config::default();
+        // 6 IPv4 and 7 IPv6 addresses for 8 names: collisions and exhaustion.
+        config.l4.vip_range = "10.9.9.0/29".parse().expect("net");
+        config.l4.vip_range6 = "fd01::/125".parse().expect("net");
+        let mut reused = 0usize;
+        for seed in 0..60u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut s = base_state();
+            s.agents.insert(
+                "a3".into(),
+                Agent {
+                    id: "a3".into(),
+                    hostname: "fd00::3".into(),
+                    ip: Some(ip("fd00::3")),
+                    port: Some(5051),
+                },
+            );
+            for (i, id) in ["/a0", "/a1", "/a2"].into_iter().enumerate() {
+                let app = App {
+                    id: id.into(),
+                    version_ms: Some(i as i64),
+                    ports: vec![AppPort {
+                        protocol: "tcp".into(),
+                        container_port: Some(8080),
+                        service_port: Some(10000 + i as u16),
+                        ..AppPort::default()
+                    }],
+                    ..App::default()
+                };
+                s.apps.insert(app.id.clone(), Arc::new(app));
+            }
+            let mut state = Arc::new(s);
+            let mut prev = Snapshot::empty();
+            let mut next_id = 0;
+            for step in 0..60 {
+                let mut next = state.clone();
+                for _ in 0..(1 + step % 3) {
+                    mutate(Arc::make_mut(&mut next), &mut rng, &mut next_id);
+                }
+                if step % 7 == 6 {
+                    // A full answer: equal tasks and apps, but none the same `Arc`.
+                    let st = Arc::make_mut(&mut next);
+                    st.tasks = st
+                        .tasks
+                        .iter()
+                        .map(|(k, t)| (k.clone(), Arc::new(Task::clone(t))))
+                        .collect();
+                    st.apps = st
+                        .apps
+                        .iter()
+                        .map(|(k, a)| (k.clone(), Arc::new(App::clone(a))))
+                        .collect();
+                }
+                state = next;
+                let inc = Snapshot::build(&state, &config, &prev);
+                let given = Snapshot {
+                    version: prev.version,
+                    named: prev.named.clone(),
+                    ..Snapshot::empty()
+                };
+                let scratch = Snapshot::build(&state, &config, &given);
+                let at = format!("seed {seed} step {step}");
+                assert_eq!(inc.vips, scratch.vips, "{at}");
+                assert_eq!(inc.named, scratch.named, "{at}");
+                assert_eq!(inc.services, scratch.services, "{at}");
+                assert_eq!(inc.rejected, scratch.rejected, "{at}");
+                assert_eq!(inc.counts, scratch.counts, "{at}");
+                assert_eq!(inc.version, scratch.version, "{at}");
+                reused += inc
+                    .vips
+                    .iter()
+                    .filter(|v| prev.vips.iter().any(|p| Arc::ptr_eq(p, v)))
+                    .count();
+                prev = inc;
+            }
+        }
+        // The incremental path really shared untouched VIPs.
+        assert!(reused > 0);
     }
 }
