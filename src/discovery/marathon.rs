@@ -30,7 +30,7 @@ use super::sse::SseParser;
 use super::{Error, Sink, Urls, decode};
 use crate::config::Config;
 use crate::metrics::metrics;
-use crate::model::{ClusterState, Outcome, UpdateKind};
+use crate::model::{ClusterState, Outcome, Snapshots, UpdateKind};
 
 const SOURCE: &str = "marathon";
 const APPS_PATH: &str = "/v2/apps?embed=apps.tasks&embed=apps.readiness";
@@ -73,6 +73,7 @@ pub async fn run(
     let urls = Arc::new(Urls::new("discovery.marathon", &cfg.marathon)?);
     let http = HttpClient::new(cfg);
     let fetcher = Arc::new(Fetcher {
+        published: sink.snapshots(),
         http: http.clone(),
         urls: urls.clone(),
         resolver: Arc::new(Resolver::new()),
@@ -225,6 +226,8 @@ fn handle_batch(sink: &mut Sink, resolver: &Resolver, batch: Vec<StreamMsg>) -> 
 // === impl Fetcher ===
 
 struct Fetcher {
+    /// Full answers are rebased onto the published state before they reach the loop.
+    published: Snapshots,
     http: HttpClient,
     urls: Arc<Urls>,
     resolver: Arc<Resolver>,
@@ -262,9 +265,16 @@ impl Fetcher {
 
     async fn fetch_one(&self, url: &str) -> Result<ClusterState, FetchError> {
         let body = self.http.get(url, "application/json").await?;
+        // Decoded and rebased off the loop: the answer shares every unchanged task and tree
+        // node with the published state, so the loop's comparison and build are cheap.
+        let base = self.published.load().state.clone();
         let decoded = self
             .tracker
-            .spawn_blocking(move || decode::marathon_apps(&body))
+            .spawn_blocking(move || {
+                let state = decode::marathon_apps(&body)?;
+                drop(body);
+                Ok(state.shared_with(&base))
+            })
             .await;
         match decoded {
             Ok(Ok(state)) => Ok(state),

@@ -85,9 +85,17 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Publishes `state`; a published state is also queued for the state file.
+    /// Publishes `state`; a published state is also queued for the state file. The comparison
+    /// and build run under `block_in_place` on a multi-thread runtime, so the executor's other
+    /// tasks move to another worker meanwhile.
     pub fn publish(&mut self, state: Arc<ClusterState>, kind: UpdateKind) -> Outcome {
-        let outcome = self.publisher.update(state.clone(), kind);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let outcome = if multi_thread {
+            tokio::task::block_in_place(|| self.publisher.update(state.clone(), kind))
+        } else {
+            self.publisher.update(state.clone(), kind)
+        };
         if let (Outcome::Published { .. }, Some(w)) = (outcome, &self.writer) {
             w.offer(state);
         }
@@ -97,6 +105,12 @@ impl Sink {
     /// The state an event patch applies to.
     pub fn last_state(&self) -> Arc<ClusterState> {
         self.publisher.last_state()
+    }
+
+    /// A readers' handle on the published snapshots (for a source to rebase full answers on
+    /// the published state off the loop, see `ClusterState::shared_with`).
+    pub fn snapshots(&self) -> crate::model::Snapshots {
+        self.publisher.snapshots()
     }
 
     /// Called when the source's first attempt failed: if nothing is published yet and a state

@@ -92,6 +92,14 @@ impl Publisher {
         (publisher, Snapshots { swap, rx })
     }
 
+    /// A readers' handle on what this publisher publishes.
+    pub fn snapshots(&self) -> Snapshots {
+        Snapshots {
+            swap: self.swap.clone(),
+            rx: self.tx.subscribe(),
+        }
+    }
+
     /// The published snapshot.
     pub fn current(&self) -> Arc<Snapshot> {
         self.swap.load_full()
