@@ -76,8 +76,11 @@ impl Snapshot {
         // Recompute changed owners and note which VIPs and named VIPs they touch.
         let mut dirty_vips: BTreeSet<VipKey> = BTreeSet::new();
         let mut dirty_named: BTreeSet<NamedVipKey> = BTreeSet::new();
-        let mut dirty_apps: HashSet<Arc<str>> = HashSet::new();
+        let mut old_services: Vec<Arc<Service>> = Vec::new();
         let mut new_services: Vec<Arc<Service>> = Vec::new();
+        // The rejections change only when an owner with rejections or a name short of
+        // addresses changes.
+        let mut rejections_changed = base.is_none();
         for up in updates {
             let old_out = ix.owners.get(&up.key).cloned();
             let out = Arc::new(compute_owner(&ctx, &up.key, up.app, &up.tasks));
@@ -86,11 +89,11 @@ impl Snapshot {
             } else {
                 ix.owners.insert(up.key.clone(), out.clone());
             }
-            if let Some(app_id) = up.key.strip_prefix(APP) {
-                dirty_apps.insert(Arc::from(app_id));
-            }
             new_services.extend(out.services.iter().cloned());
+            rejections_changed |= !out.rejected.is_empty();
             if let Some(old) = &old_out {
+                old_services.extend(old.services.iter().cloned());
+                rejections_changed |= !old.rejected.is_empty();
                 for (k, _) in &old.ip_vips {
                     dirty_vips.insert(*k);
                     if let Some(set) = ix.ip_owners.get_mut(k) {
@@ -134,6 +137,7 @@ impl Snapshot {
                 forget_named(&mut ix.vip_named, k, &old.vip_keys, &mut dirty_vips);
             }
             let agg = aggregate_named(&ix, k, old.as_deref());
+            rejections_changed |= old.as_ref().is_some_and(|o| o.short);
             requests_changed |= match (&old, &agg) {
                 (Some(o), Some(n)) => (&o.base, o.age_ms, o.ipv6) != (&n.base, n.age_ms, n.ipv6),
                 (None, None) => false,
@@ -148,10 +152,14 @@ impl Snapshot {
             !requests_changed && ix.ranges == ranges && prev.named == ix.allocated;
         let mut changed: Vec<(NamedVipKey, Arc<NamedEntry>)> = Vec::new();
         if reuse_allocation {
-            for (key, e) in ix.named.iter().filter(|(_, e)| !e.placed) {
-                changed.push((key.clone(), Arc::new(NamedEntry::clone(e))));
+            for key in &dirty_named {
+                if let Some(e) = ix.named.get(key) {
+                    rejections_changed |= e.short;
+                    changed.push((key.clone(), Arc::new(NamedEntry::clone(e))));
+                }
             }
         } else {
+            rejections_changed = true;
             let names: Vec<(&NamedVipKey, &Arc<NamedEntry>)> = ix.named.iter().collect();
             let requests: Vec<vip::Request<'_>> = names
                 .iter()
@@ -205,54 +213,62 @@ impl Snapshot {
             ix.named.insert(key, entry);
         }
 
-        // VIPs: keep every untouched one, rebuild the touched ones.
+        // VIPs: keep every untouched one, rebuild the touched ones (both lists are sorted).
         let mut vips: Vec<Arc<Vip>> = Vec::with_capacity(ix.vips.len() + dirty_vips.len());
-        let mut rebuilt = dirty_vips
-            .iter()
-            .filter_map(|k| assemble_vip(&ix, *k).map(Arc::new))
-            .peekable();
-        for v in &ix.vips {
-            while let Some(n) = rebuilt.next_if(|n| n.key < v.key) {
-                vips.push(n);
+        let mut at = 0;
+        for k in &dirty_vips {
+            let rest = ix.vips.get(at..).unwrap_or_default();
+            let n = rest.partition_point(|v| v.key < *k);
+            vips.extend_from_slice(rest.get(..n).unwrap_or_default());
+            at += n;
+            if ix.vips.get(at).is_some_and(|v| v.key == *k) {
+                at += 1;
             }
-            if !dirty_vips.contains(&v.key) {
-                vips.push(v.clone());
+            if let Some(v) = assemble_vip(&ix, *k) {
+                vips.push(Arc::new(v));
             }
         }
-        vips.extend(rebuilt);
+        vips.extend_from_slice(ix.vips.get(at..).unwrap_or_default());
         ix.vips = vips.clone();
 
-        // Services: untouched apps keep theirs.
-        let mut services: Vec<Arc<Service>> = ix
-            .services
-            .iter()
-            .filter(|s| !dirty_apps.contains(s.app_id.as_str()))
-            .cloned()
-            .collect();
-        services.extend(new_services);
-        services.sort_by(|a, b| {
-            (a.service_port, a.protocol, &a.app_id, a.port_index).cmp(&(
-                b.service_port,
-                b.protocol,
-                &b.app_id,
-                b.port_index,
-            ))
-        });
+        // Services: the changed owners' old ones out, their new ones in, in sort order.
+        let skey = service_key;
+        old_services.sort_unstable_by(|a, b| skey(a).cmp(&skey(b)));
+        new_services.sort_unstable_by(|a, b| skey(a).cmp(&skey(b)));
+        let mut services: Vec<Arc<Service>> =
+            Vec::with_capacity(ix.services.len() + new_services.len());
+        let mut gone = old_services.iter().peekable();
+        let mut added = new_services.into_iter().peekable();
+        for s in &ix.services {
+            while let Some(n) = added.next_if(|n| skey(n) < skey(s)) {
+                services.push(n);
+            }
+            while gone.next_if(|g| skey(g) < skey(s)).is_some() {}
+            if gone.next_if(|g| skey(g) == skey(s)).is_some() {
+                continue;
+            }
+            services.push(s.clone());
+        }
+        services.extend(added);
         ix.services = services.clone();
 
-        let mut rejected: Vec<Rejection> = ix
-            .owners
-            .values()
-            .flat_map(|o| o.rejected.iter().cloned())
-            .chain(
-                ix.named
-                    .values()
-                    .filter(|e| e.short)
-                    .map(|e| e.first.clone()),
-            )
-            .collect();
-        rejected.sort_unstable();
-        rejected.dedup();
+        if rejections_changed {
+            let mut rejected: Vec<Rejection> = ix
+                .owners
+                .values()
+                .flat_map(|o| o.rejected.iter().cloned())
+                .chain(
+                    ix.named
+                        .values()
+                        .filter(|e| e.short)
+                        .map(|e| e.first.clone()),
+                )
+                .collect();
+            rejected.sort_unstable();
+            rejected.dedup();
+            ix.rejected = rejected;
+        }
+        let rejected = ix.rejected.clone();
 
         let backends = vips.iter().map(|v| v.backends.len()).sum::<usize>()
             + services.iter().map(|s| s.backends.len()).sum::<usize>();
@@ -274,6 +290,11 @@ impl Snapshot {
             index: Some(Arc::new(ix)),
         }
     }
+}
+
+/// The order of `Snapshot::services`.
+fn service_key(s: &Service) -> (u16, Protocol, &str, usize) {
+    (s.service_port, s.protocol, s.app_id.as_str(), s.port_index)
 }
 
 /// The weight a task's backends get, or `None` when the task is not a backend
@@ -356,6 +377,7 @@ pub(crate) struct Index {
     allocated: OrdMap<NamedVipKey, NamedVip>,
     ranges: (Ipv4Net, Ipv6Net),
     /// The build's output, shared with the snapshot.
+    rejected: Vec<Rejection>,
     vips: Vec<Arc<Vip>>,
     services: Vec<Arc<Service>>,
 }
@@ -380,6 +402,7 @@ impl Index {
             vip_named: OrdMap::new(),
             allocated: OrdMap::new(),
             ranges: Default::default(),
+            rejected: Vec::new(),
             vips: Vec::new(),
             services: Vec::new(),
         }
@@ -396,6 +419,7 @@ impl Index {
             vip_named: self.vip_named.clone(),
             allocated: self.allocated.clone(),
             ranges: self.ranges,
+            rejected: self.rejected.clone(),
             vips: self.vips.clone(),
             services: self.services.clone(),
         }
