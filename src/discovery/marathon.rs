@@ -125,7 +125,7 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(wake), if !fetching && next_fetch.is_some() => {
                 next_fetch = None;
-                inflight = Some(Box::pin(fetcher.clone().fetch()));
+                inflight = Some(spawn_fetch(tracker, fetcher.clone(), token.clone()));
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else {
@@ -156,6 +156,34 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Runs one full fetch as its own task, so that receiving and collecting a large answer never
+/// delays the loop's events; the loop only awaits the result.
+fn spawn_fetch(
+    tracker: &TaskTracker,
+    fetcher: Arc<Fetcher>,
+    token: CancellationToken,
+) -> FetchFuture {
+    let handle = tracker.spawn(async move {
+        tokio::select! {
+            _ = token.cancelled() => None,
+            r = fetcher.fetch() => Some(r),
+        }
+    });
+    Box::pin(async move {
+        match handle.await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(FetchError::Invalid {
+                url: "discovery.marathon".into(),
+                detail: "cancelled by shutdown".into(),
+            }),
+            Err(e) => Err(FetchError::Invalid {
+                url: "discovery.marathon".into(),
+                detail: format!("fetch task failed: {e}"),
+            }),
+        }
+    })
 }
 
 /// Awaits the fetch in flight (only polled when there is one).
