@@ -489,45 +489,46 @@ struct Update<'s> {
 
 /// Every owner of `state`, from scratch.
 fn all_owners(state: &ClusterState) -> Vec<Update<'_>> {
-    let mut groups: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
+    // Runs of consecutive tasks (in id order) with one owner; Marathon task ids start with the
+    // app id, so an app's tasks are usually one run.
+    let mut runs: Vec<(String, Vec<&Task>)> = Vec::with_capacity(state.apps.len() + 16);
     let mut buf = String::new();
-    let mut last: Option<(String, Vec<&Task>)> = None;
     for task in state.tasks.values() {
         let key = owner_key_into(&mut buf, task);
-        match &mut last {
+        match runs.last_mut() {
             Some((k, tasks)) if k == key => tasks.push(task),
-            _ => {
-                if let Some((k, tasks)) = last.take() {
-                    groups.entry(k).or_default().extend(tasks);
-                }
-                last = Some((key.to_string(), vec![task]));
-            }
+            _ => runs.push((key.to_string(), vec![task])),
         }
     }
-    if let Some((k, tasks)) = last.take() {
-        groups.entry(k).or_default().extend(tasks);
+    runs.extend(
+        state
+            .apps
+            .keys()
+            .map(|id| (format!("{APP}{id}"), Vec::new())),
+    );
+    // Stable: an owner's runs stay in id order, so their concatenation is too.
+    runs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut apps = state.apps.iter().peekable();
+    let mut out: Vec<Update<'_>> = Vec::with_capacity(runs.len());
+    for (k, tasks) in runs {
+        if let Some(last) = out.last_mut()
+            && *last.key == *k
+        {
+            last.tasks.extend(tasks);
+            continue;
+        }
+        let app = k.strip_prefix(APP).and_then(|id| {
+            while apps.next_if(|(a, _)| a.as_str() < id).is_some() {}
+            apps.next_if(|(a, _)| a.as_str() == id)
+                .map(|(_, app)| &**app)
+        });
+        out.push(Update {
+            key: Arc::from(k),
+            app,
+            tasks,
+        });
     }
-    for id in state.apps.keys() {
-        groups.entry(format!("{APP}{id}")).or_default();
-    }
-    groups
-        .into_iter()
-        .map(|(k, mut tasks)| {
-            // Groups merged from runs that were not adjacent are no longer in id order.
-            if !tasks.is_sorted_by(|a, b| a.id <= b.id) {
-                tasks.sort_by(|a, b| a.id.cmp(&b.id));
-            }
-            let app = k
-                .strip_prefix(APP)
-                .and_then(|id| state.apps.get(id))
-                .map(|a| &**a);
-            Update {
-                key: Arc::from(k),
-                app,
-                tasks,
-            }
-        })
-        .collect()
+    out
 }
 
 /// The owners whose inputs differ between `old.state` and `state`: tasks or apps that differ
