@@ -115,14 +115,17 @@ impl Snapshot {
             }
             for (k, _) in &out.ip_vips {
                 dirty_vips.insert(*k);
-                ix.ip_owners.entry(*k).or_default().insert(up.key.clone());
+                ix.ip_owners
+                    .entry(*k)
+                    .or_default()
+                    .insert(up.key.clone(), out.clone());
             }
             for (k, _) in &out.named {
                 dirty_named.insert(k.clone());
                 ix.named_owners
                     .entry(k.clone())
                     .or_default()
-                    .insert(up.key.clone());
+                    .insert(up.key.clone(), out.clone());
             }
         }
 
@@ -366,9 +369,9 @@ pub(crate) struct Index {
     state: Arc<ClusterState>,
     owners: OrdMap<Arc<str>, Arc<OwnerOut>>,
     /// IP VIP → the owners that file backends under it.
-    ip_owners: OrdMap<VipKey, OrdSet<Arc<str>>>,
+    ip_owners: OrdMap<VipKey, OrdMap<Arc<str>, Arc<OwnerOut>>>,
     /// Named VIP → the owners that file backends under it.
-    named_owners: OrdMap<NamedVipKey, OrdSet<Arc<str>>>,
+    named_owners: OrdMap<NamedVipKey, OrdMap<Arc<str>, Arc<OwnerOut>>>,
     /// Live named VIPs, aggregated over their owners, with the allocation they got.
     named: OrdMap<NamedVipKey, Arc<NamedEntry>>,
     /// VIP key → the named VIPs whose allocation files backends under it (usually one).
@@ -649,11 +652,7 @@ fn aggregate_named(
 ) -> Option<Arc<NamedEntry>> {
     let owners = ix.named_owners.get(key)?;
     let mut entry: Option<NamedEntry> = None;
-    for part in owners
-        .iter()
-        .filter_map(|o| ix.owners.get(o))
-        .filter_map(|o| named_part(o, key))
-    {
+    for part in owners.values().filter_map(|o| named_part(o, key)) {
         let ipv6 = part
             .ports
             .iter()
@@ -724,11 +723,12 @@ fn named_vip_keys(ix: &Index, key: &NamedVipKey, entry: &NamedEntry) -> Vec<VipK
         return Vec::new();
     };
     let mut keys = BTreeSet::new();
-    let owners = ix.named_owners.get(key).into_iter().flatten();
-    for part in owners
-        .filter_map(|o| ix.owners.get(o))
-        .filter_map(|o| named_part(o, key))
-    {
+    let owners = ix
+        .named_owners
+        .get(key)
+        .into_iter()
+        .flat_map(|m| m.values());
+    for part in owners.filter_map(|o| named_part(o, key)) {
         for ((protocol, port), bs) in &part.ports {
             if bs.iter().any(|b| b.ip.is_ipv4()) {
                 keys.insert(VipKey {
@@ -755,9 +755,8 @@ fn named_vip_keys(ix: &Index, key: &NamedVipKey, entry: &NamedEntry) -> Vec<VipK
 /// backends.
 fn assemble_vip(ix: &Index, key: VipKey) -> Option<Vip> {
     let mut lists: Vec<&[Backend]> = Vec::new();
-    for o in ix.ip_owners.get(&key).into_iter().flatten() {
-        if let Some(owner) = ix.owners.get(o)
-            && let Ok(i) = owner.ip_vips.binary_search_by(|(k, _)| k.cmp(&key))
+    for owner in ix.ip_owners.get(&key).into_iter().flat_map(|m| m.values()) {
+        if let Ok(i) = owner.ip_vips.binary_search_by(|(k, _)| k.cmp(&key))
             && let Some((_, bs)) = owner.ip_vips.get(i)
         {
             lists.push(bs);
@@ -774,8 +773,7 @@ fn assemble_vip(ix: &Index, key: VipKey) -> Option<Vip> {
             .named_owners
             .get(nk)
             .into_iter()
-            .flatten()
-            .filter_map(|o| ix.owners.get(o))
+            .flat_map(|m| m.values())
             .filter_map(|o| named_part(o, nk))
         {
             if let Ok(i) = part
