@@ -12,8 +12,10 @@
 //! of per-owner results; the next build diffs the new state against the state of `prev`, reuses
 //! every owner whose tasks and app are the same (`Arc` pointer, else equal by value) and its
 //! agents' addresses unchanged, recomputes the others, and reassembles only the VIPs and
-//! services those owners touch (the others are shared `Arc`s). Named-VIP allocation always runs
-//! over every live name, exactly as [`vip::allocate`] documents. The output equals a build from
+//! services those owners touch (the others are shared `Arc`s). Named-VIP allocation runs over
+//! every live name, exactly as [`vip::allocate`] documents, whenever a name, its age or its need
+//! for IPv6 changed (or `prev.named` is not what the index allocated); otherwise its result is
+//! known to be the previous one (a fixed point) and is reused. The output equals a build from
 //! scratch with the same `prev.named` (a property test checks it).
 
 use std::cmp::Reverse;
