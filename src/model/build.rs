@@ -76,15 +76,18 @@ impl Snapshot {
         };
 
         // Recompute changed owners and note which VIPs and named VIPs they touch.
-        let mut dirty_vips: BTreeSet<VipKey> = BTreeSet::new();
-        let mut dirty_named: BTreeSet<NamedVipKey> = BTreeSet::new();
+        // Collected unsorted (a from-scratch build touches every key), sorted and deduplicated
+        // once before use.
+        let mut dirty_vips: Vec<VipKey> = Vec::new();
+        let mut dirty_named: Vec<NamedVipKey> = Vec::new();
         let mut old_services: Vec<Arc<Service>> = Vec::new();
         let mut new_services: Vec<Arc<Service>> = Vec::new();
         // The rejections change only when an owner with rejections or a name short of
         // addresses changes.
         let mut rejections_changed = base.is_none();
         for up in updates {
-            let old_out = ix.owners.get(&up.key).cloned();
+            // From scratch, no owner has an old result.
+            let old_out = base.and(ix.owners.get(&up.key).cloned());
             let out = Arc::new(compute_owner(&ctx, &up.key, up.app, &up.tasks));
             if up.tasks.is_empty() && up.app.is_none() {
                 ix.owners.remove(&up.key);
@@ -97,7 +100,7 @@ impl Snapshot {
                 old_services.extend(old.services.iter().cloned());
                 rejections_changed |= !old.rejected.is_empty();
                 for (k, _) in &old.ip_vips {
-                    dirty_vips.insert(*k);
+                    dirty_vips.push(*k);
                     if let Some(set) = ix.ip_owners.get_mut(k) {
                         set.remove(&up.key);
                         if set.is_empty() {
@@ -106,7 +109,7 @@ impl Snapshot {
                     }
                 }
                 for (k, _) in &old.named {
-                    dirty_named.insert(k.clone());
+                    dirty_named.push(k.clone());
                     if let Some(set) = ix.named_owners.get_mut(k) {
                         set.remove(&up.key);
                         if set.is_empty() {
@@ -116,14 +119,14 @@ impl Snapshot {
                 }
             }
             for (k, _) in &out.ip_vips {
-                dirty_vips.insert(*k);
+                dirty_vips.push(*k);
                 ix.ip_owners
                     .entry(*k)
                     .or_default()
                     .insert(up.key.clone(), out.clone());
             }
             for (k, _) in &out.named {
-                dirty_named.insert(k.clone());
+                dirty_named.push(k.clone());
                 ix.named_owners
                     .entry(k.clone())
                     .or_default()
@@ -135,6 +138,8 @@ impl Snapshot {
         // request changed and `prev.named` is what this index allocated: `vip::allocate` would
         // then give every name the address it has (a fixed point: live names keep their
         // addresses, and names that found the range full find it full again).
+        dirty_named.sort_unstable();
+        dirty_named.dedup();
         let mut requests_changed = base.is_none();
         for k in &dirty_named {
             let old = ix.named.remove(k);
@@ -209,7 +214,7 @@ impl Snapshot {
             }
             let vip_keys = named_vip_keys(&ix, &key, &entry);
             for k in &vip_keys {
-                dirty_vips.insert(*k);
+                dirty_vips.push(*k);
                 ix.vip_named.entry(*k).or_default().insert(key.clone());
             }
             let e = Arc::make_mut(&mut entry);
@@ -219,6 +224,8 @@ impl Snapshot {
         }
 
         // VIPs: keep every untouched one, rebuild the touched ones (both lists are sorted).
+        dirty_vips.sort_unstable();
+        dirty_vips.dedup();
         let mut vips: Vec<Arc<Vip>> = Vec::with_capacity(ix.vips.len() + dirty_vips.len());
         let mut at = 0;
         for k in &dirty_vips {
@@ -704,10 +711,10 @@ fn forget_named(
     vip_named: &mut OrdMap<VipKey, OrdSet<NamedVipKey>>,
     key: &NamedVipKey,
     vip_keys: &[VipKey],
-    dirty: &mut BTreeSet<VipKey>,
+    dirty: &mut Vec<VipKey>,
 ) {
     for k in vip_keys {
-        dirty.insert(*k);
+        dirty.push(*k);
         if let Some(set) = vip_named.get_mut(k) {
             set.remove(key);
             if set.is_empty() {
