@@ -85,6 +85,9 @@ impl Snapshot {
         // The rejections change only when an owner with rejections or a name short of
         // addresses changes.
         let mut rejections_changed = base.is_none();
+        // From scratch, the owner maps are filled after the loop, each key once.
+        let mut fresh_ip: Vec<(VipKey, Arc<str>, Arc<OwnerOut>)> = Vec::new();
+        let mut fresh_named: Vec<(NamedVipKey, Arc<str>, Arc<OwnerOut>)> = Vec::new();
         for up in updates {
             // From scratch, no owner has an old result.
             let old_out = base.and(ix.owners.get(&up.key).cloned());
@@ -118,6 +121,18 @@ impl Snapshot {
                     }
                 }
             }
+            if base.is_none() {
+                let with = || (up.key.clone(), out.clone());
+                fresh_ip.extend(out.ip_vips.iter().map(|(k, _)| {
+                    let (o, r) = with();
+                    (*k, o, r)
+                }));
+                fresh_named.extend(out.named.iter().map(|(k, _)| {
+                    let (o, r) = with();
+                    (k.clone(), o, r)
+                }));
+                continue;
+            }
             for (k, _) in &out.ip_vips {
                 dirty_vips.push(*k);
                 ix.ip_owners
@@ -132,6 +147,12 @@ impl Snapshot {
                     .or_default()
                     .insert(up.key.clone(), out.clone());
             }
+        }
+        if base.is_none() {
+            ix.ip_owners = owners_by_key(fresh_ip);
+            ix.named_owners = owners_by_key(fresh_named);
+            dirty_vips.extend(ix.ip_owners.keys().copied());
+            dirty_named.extend(ix.named_owners.keys().cloned());
         }
 
         // Named VIPs: aggregate the changed ones, then allocate every live name, unless no
@@ -704,6 +725,23 @@ fn min_age(a: Option<i64>, b: Option<i64>) -> Option<i64> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// From scratch: a map of owners by VIP or named-VIP key, from (key, owner, result) triples.
+fn owners_by_key<K: Ord + Clone>(
+    mut triples: Vec<(K, Arc<str>, Arc<OwnerOut>)>,
+) -> OrdMap<K, OrdMap<Arc<str>, Arc<OwnerOut>>> {
+    triples.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut map = OrdMap::new();
+    let mut it = triples.into_iter().peekable();
+    while let Some((k, owner, out)) = it.next() {
+        let mut owners = OrdMap::unit(owner, out);
+        while let Some((_, o, r)) = it.next_if(|t| t.0 == k) {
+            owners.insert(o, r);
+        }
+        map.insert(k, owners);
+    }
+    map
 }
 
 /// Removes a named VIP from the VIP keys it filed under, marking them dirty.
