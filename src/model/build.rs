@@ -524,39 +524,48 @@ struct Update<'s> {
 fn all_owners(state: &ClusterState) -> Vec<Update<'_>> {
     // Runs of consecutive tasks (in id order) with one owner; Marathon task ids start with the
     // app id, so an app's tasks are usually one run.
-    let mut runs: Vec<(String, Vec<&Task>)> = Vec::with_capacity(state.apps.len() + 16);
-    let mut buf = String::new();
-    for task in state.tasks.values() {
-        let key = owner_key_into(&mut buf, task);
-        match runs.last_mut() {
-            Some((k, tasks)) if k == key => tasks.push(task),
-            _ => runs.push((key.to_string(), vec![task])),
+    // Keys as (prefix, id), borrowed from the state: ordered as the strings `prefix + id`.
+    fn key(task: &Task) -> (&'static str, &str) {
+        match &task.app_id {
+            Some(app) => (APP, app),
+            None => (TASK, &task.id),
         }
     }
-    runs.extend(
-        state
-            .apps
-            .keys()
-            .map(|id| (format!("{APP}{id}"), Vec::new())),
-    );
+    let mut runs: Vec<((&str, &str), Vec<&Task>)> = Vec::with_capacity(state.apps.len() + 16);
+    for task in state.tasks.values() {
+        let k = key(task);
+        match runs.last_mut() {
+            Some((last, tasks)) if *last == k => tasks.push(task),
+            _ => runs.push((k, vec![task])),
+        }
+    }
+    runs.extend(state.apps.keys().map(|id| ((APP, id.as_str()), Vec::new())));
     // Stable: an owner's runs stay in id order, so their concatenation is too.
     runs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut apps = state.apps.iter().peekable();
     let mut out: Vec<Update<'_>> = Vec::with_capacity(runs.len());
+    let mut last_key: Option<(&str, &str)> = None;
     for (k, tasks) in runs {
-        if let Some(last) = out.last_mut()
-            && *last.key == *k
+        if last_key == Some(k)
+            && let Some(last) = out.last_mut()
         {
             last.tasks.extend(tasks);
             continue;
         }
-        let app = k.strip_prefix(APP).and_then(|id| {
-            while apps.next_if(|(a, _)| a.as_str() < id).is_some() {}
-            apps.next_if(|(a, _)| a.as_str() == id)
-                .map(|(_, app)| &**app)
-        });
+        last_key = Some(k);
+        let (prefix, id) = k;
+        let app = (prefix == APP)
+            .then(|| {
+                while apps.next_if(|(a, _)| a.as_str() < id).is_some() {}
+                apps.next_if(|(a, _)| a.as_str() == id)
+                    .map(|(_, app)| &**app)
+            })
+            .flatten();
+        let mut key = String::with_capacity(prefix.len() + id.len());
+        key.push_str(prefix);
+        key.push_str(id);
         out.push(Update {
-            key: Arc::from(k),
+            key: Arc::from(key),
             app,
             tasks,
         });
