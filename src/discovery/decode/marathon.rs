@@ -695,23 +695,8 @@ fn has_scope(labels: &[(String, String)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::decode::test_support::{fixture, ip, labels};
     use crate::model::state::PortProtocol;
-
-    fn fixture(path: &str) -> Vec<u8> {
-        let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&full).unwrap_or_else(|e| panic!("reading {full}: {e}"))
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test IP literal")
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn port(
         proto: PortProtocol,

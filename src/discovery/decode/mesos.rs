@@ -1096,22 +1096,7 @@ fn port_mappings(doc: &TaskDoc, latest: Option<&StatusDoc>, task_id: &str) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(path: &str) -> Vec<u8> {
-        let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&full).unwrap_or_else(|e| panic!("reading {full}: {e}"))
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test IP literal")
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::discovery::decode::test_support::{fixture, ip, labels};
 
     fn tcp(port: Option<u16>, host_port: Option<u16>) -> TaskPort {
         TaskPort {

@@ -690,15 +690,34 @@ fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     Ok(())
 }
 
+/// Helpers shared by the decoders' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::state::StateKind;
+pub(crate) mod test_support {
+    use std::net::IpAddr;
 
-    fn fixture(path: &str) -> Vec<u8> {
+    /// A file under `tests/fixtures/`.
+    pub fn fixture(path: &str) -> Vec<u8> {
         let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&full).unwrap_or_else(|e| panic!("reading {full}: {e}"))
     }
+
+    pub fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test IP literal")
+    }
+
+    pub fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::fixture;
+    use super::*;
+    use crate::model::state::StateKind;
 
     const MARATHON_APPS: &[&str] = &[
         "marathon/marathon15_apps.json",
