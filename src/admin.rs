@@ -57,6 +57,9 @@ type Body = Full<Bytes>;
 struct AdminState {
     snapshots: Snapshots,
     config: Arc<Config>,
+    /// The DNS record set being served (Mesos-DNS HTTP API).
+    #[allow(dead_code)] // read by the Mesos-DNS HTTP API routes (dns::api)
+    records: crate::dns::RecordsHandle,
 }
 
 // === serve ===
@@ -68,9 +71,14 @@ pub async fn serve(
     listener: TcpListener,
     snapshots: Snapshots,
     config: Arc<Config>,
+    records: crate::dns::RecordsHandle,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let state = Arc::new(AdminState { snapshots, config });
+    let state = Arc::new(AdminState {
+        snapshots,
+        config,
+        records,
+    });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns: JoinSet<()> = JoinSet::new();
     let mut failures = 0u32;
@@ -435,7 +443,14 @@ mod tests {
             Config::parse("[discovery]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap(),
         );
         let (publisher, snapshots) = Publisher::new(config.clone());
-        (publisher, AdminState { snapshots, config })
+        (
+            publisher,
+            AdminState {
+                snapshots,
+                config,
+                records: Default::default(),
+            },
+        )
     }
 
     fn get(state: &AdminState, method: Method, path: &str) -> (StatusCode, String, String) {
@@ -527,7 +542,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, s.snapshots, s.config, token.clone()));
+        let server = tokio::spawn(serve(
+            listener,
+            s.snapshots,
+            s.config,
+            s.records,
+            token.clone(),
+        ));
 
         let answer = raw_request(
             addr,

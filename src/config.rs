@@ -95,6 +95,18 @@ pub struct FileDns {
     pub resolvers: Vec<String>,
     pub ip_sources: Vec<String>,
     pub enforce_rfc952: bool,
+    pub soa_mname: String,
+    pub soa_rname: String,
+    pub soa_refresh: u32,
+    pub soa_retry: u32,
+    pub soa_expire: u32,
+    pub soa_minttl: u32,
+    pub forward_timeout: String,
+    pub forward_max_inflight: usize,
+    pub forward_cache_entries: usize,
+    pub threads: usize,
+    pub tcp_max_connections: usize,
+    pub tcp_idle_timeout: String,
 }
 
 impl Default for FileDns {
@@ -106,6 +118,19 @@ impl Default for FileDns {
             resolvers: Vec::new(),
             ip_sources: vec!["netinfo".into(), "mesos".into(), "host".into()],
             enforce_rfc952: false,
+            // Mesos-DNS's defaults (records/config.go).
+            soa_mname: "ns1.mesos".into(),
+            soa_rname: "root.ns1.mesos".into(),
+            soa_refresh: 60,
+            soa_retry: 600,
+            soa_expire: 86400,
+            soa_minttl: 60,
+            forward_timeout: "5s".into(),
+            forward_max_inflight: 1024,
+            forward_cache_entries: 10_000,
+            threads: 0,
+            tcp_max_connections: 256,
+            tcp_idle_timeout: "10s".into(),
         }
     }
 }
@@ -256,6 +281,26 @@ pub struct DnsConfig {
     pub resolvers: Vec<SocketAddr>,
     pub ip_sources: Vec<IpSource>,
     pub enforce_rfc952: bool,
+    /// SOA primary name server, absolute without the trailing dot (`ns1.mesos`).
+    pub soa_mname: String,
+    /// SOA mailbox as a domain name (`root.ns1.mesos`; an `@` is read as `.`, as Mesos-DNS does).
+    pub soa_rname: String,
+    pub soa_refresh: u32,
+    pub soa_retry: u32,
+    pub soa_expire: u32,
+    pub soa_minttl: u32,
+    /// Per-upstream timeout of a forwarded query.
+    #[serde(with = "humantime_serde")]
+    pub forward_timeout: Duration,
+    /// Forwarded queries in flight at once; more are answered SERVFAIL.
+    pub forward_max_inflight: usize,
+    /// Cached forwarded answers (0 = no cache). Never kept past the upstream TTL.
+    pub forward_cache_entries: usize,
+    /// UDP sockets/threads serving queries (SO_REUSEPORT); 0 = one per core.
+    pub threads: usize,
+    pub tcp_max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub tcp_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -402,6 +447,14 @@ fn urls(key: &str, list: &[String]) -> Result<Vec<String>, ConfigError> {
         .collect()
 }
 
+fn positive(key: &str, v: usize) -> Result<usize, ConfigError> {
+    if v == 0 {
+        Err(ConfigError::invalid(key, "must be greater than zero"))
+    } else {
+        Ok(v)
+    }
+}
+
 /// A DNS label sequence such as `mesos` or `cluster.example`.
 fn domain(key: &str, v: &str) -> Result<String, ConfigError> {
     let d = v.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -524,6 +577,18 @@ impl TryFrom<FileConfig> for Config {
             resolvers,
             ip_sources,
             enforce_rfc952: n.enforce_rfc952,
+            soa_mname: domain("dns.soa_mname", &n.soa_mname)?,
+            soa_rname: domain("dns.soa_rname", &n.soa_rname.replace('@', "."))?,
+            soa_refresh: n.soa_refresh,
+            soa_retry: n.soa_retry,
+            soa_expire: n.soa_expire,
+            soa_minttl: n.soa_minttl,
+            forward_timeout: duration("dns.forward_timeout", &n.forward_timeout)?,
+            forward_max_inflight: positive("dns.forward_max_inflight", n.forward_max_inflight)?,
+            forward_cache_entries: n.forward_cache_entries,
+            threads: n.threads,
+            tcp_max_connections: positive("dns.tcp_max_connections", n.tcp_max_connections)?,
+            tcp_idle_timeout: duration("dns.tcp_idle_timeout", &n.tcp_idle_timeout)?,
         };
 
         let l = f.l4;

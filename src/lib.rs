@@ -4,6 +4,7 @@
 //! - [`config`]: TOML → validated runtime config.
 //! - [`model`]: `ClusterState` → `Snapshot` (pure), published via `ArcSwap` + `watch`.
 //! - [`discovery`]: sources (file, Marathon REST + SSE, Mesos master) that decode into `ClusterState`.
+//! - [`dns`]: Mesos-DNS compatible DNS server, forwarding and HTTP API.
 //! - [`admin`]: admin HTTP API (`/v1/vips`, `/metrics`, health).
 //! - [`metrics`]: the Prometheus registry and metric names.
 //!
@@ -19,5 +20,6 @@
 pub mod admin;
 pub mod config;
 pub mod discovery;
+pub mod dns;
 pub mod metrics;
 pub mod model;

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use ferryman::config::Config;
 use ferryman::model::Publisher;
-use ferryman::{admin, discovery};
+use ferryman::{admin, discovery, dns};
 
 /// How long running tasks get to finish after a shutdown signal.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -134,6 +134,13 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         .local_addr()
         .context("admin.listen: no local address")?;
     tracing::info!("admin listening on {admin_addr}");
+    let dns_sockets = dns::server::Sockets::bind(&config.dns)
+        .with_context(|| format!("dns.listen: cannot bind {}", config.dns.listen))?;
+    let dns_addr = dns_sockets
+        .local_addr()
+        .context("dns.listen: no local address")?;
+    tracing::info!("dns listening on {dns_addr}");
+    let records = dns::RecordsHandle::default();
 
     let mut tasks = JoinSet::new();
     {
@@ -145,10 +152,23 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         });
     }
     {
+        let (config, token, snapshots, records) = (
+            config.clone(),
+            shutdown.child_token(),
+            snapshots.clone(),
+            records.clone(),
+        );
+        tasks.spawn(async move {
+            dns::server::run(dns_sockets, config, snapshots, records, token)
+                .await
+                .context("dns server stopped")
+        });
+    }
+    {
         let (config, token, snapshots) =
             (config.clone(), shutdown.child_token(), snapshots.clone());
         tasks.spawn(async move {
-            admin::serve(admin_listener, snapshots, config, token)
+            admin::serve(admin_listener, snapshots, config, records, token)
                 .await
                 .context("admin server stopped")
         });

@@ -32,6 +32,28 @@ pub const SNAPSHOT_OBJECTS: &str = "ferryman_snapshot_objects";
 /// Labels skipped, by `reason`.
 pub const MODEL_LABELS_REJECTED_TOTAL: &str = "ferryman_model_labels_rejected_total";
 
+/// DNS queries answered, by `qtype` (`A`, `AAAA`, `SRV`, …, `other`) and `rcode` (`NOERROR`,
+/// `NXDOMAIN`, `SERVFAIL`, `FORMERR`, `REFUSED`, `NOTIMP`).
+pub const DNS_QUERIES_TOTAL: &str = "ferryman_dns_queries_total";
+/// Datagrams dropped without an answer (too short to hold a header, or a response), by `reason`.
+pub const DNS_DROPPED_TOTAL: &str = "ferryman_dns_dropped_total";
+/// UDP answers sent with the TC bit because they did not fit the client's payload size.
+pub const DNS_TRUNCATED_TOTAL: &str = "ferryman_dns_truncated_total";
+/// Queries forwarded to `dns.resolvers`, by `result` (`ok`, `timeout`, `error`, `busy`).
+pub const DNS_FORWARDED_TOTAL: &str = "ferryman_dns_forwarded_total";
+/// Failed upstream exchanges, by `upstream` and `kind` (`timeout`, `io`, `malformed`, `mismatch`).
+pub const DNS_UPSTREAM_ERRORS_TOTAL: &str = "ferryman_dns_upstream_errors_total";
+/// Round-trip time of a forwarded query, by `upstream`.
+pub const DNS_UPSTREAM_DURATION_SECONDS: &str = "ferryman_dns_upstream_duration_seconds";
+/// Forwarded answers served from the cache.
+pub const DNS_CACHE_HITS_TOTAL: &str = "ferryman_dns_cache_hits_total";
+/// Resource records in the published zone, by `type`.
+pub const DNS_ZONE_RECORDS: &str = "ferryman_dns_zone_records";
+/// Zones swapped in (one per published snapshot).
+pub const DNS_ZONE_SWAPS_TOTAL: &str = "ferryman_dns_zone_swaps_total";
+/// Time to build the zone from a snapshot.
+pub const DNS_ZONE_BUILD_DURATION_SECONDS: &str = "ferryman_dns_zone_build_duration_seconds";
+
 /// All metric handles. Get them with [`metrics()`].
 pub struct Metrics {
     pub registry: Registry,
@@ -45,6 +67,16 @@ pub struct Metrics {
     pub snapshot_build_duration: Histogram,
     pub snapshot_objects: IntGaugeVec,
     pub labels_rejected: IntCounterVec,
+    pub dns_queries: IntCounterVec,
+    pub dns_dropped: IntCounterVec,
+    pub dns_truncated: prometheus::IntCounter,
+    pub dns_forwarded: IntCounterVec,
+    pub dns_upstream_errors: IntCounterVec,
+    pub dns_upstream_duration: HistogramVec,
+    pub dns_cache_hits: prometheus::IntCounter,
+    pub dns_zone_records: IntGaugeVec,
+    pub dns_zone_swaps: prometheus::IntCounter,
+    pub dns_zone_build_duration: Histogram,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -122,6 +154,72 @@ impl Metrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            dns_queries: IntCounterVec::new(
+                Opts::new(
+                    DNS_QUERIES_TOTAL,
+                    "DNS queries answered, by type and rcode.",
+                ),
+                &["qtype", "rcode"],
+            )
+            .expect("valid metric"),
+            dns_dropped: IntCounterVec::new(
+                Opts::new(
+                    DNS_DROPPED_TOTAL,
+                    "DNS datagrams dropped without an answer.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            dns_truncated: prometheus::IntCounter::new(
+                DNS_TRUNCATED_TOTAL,
+                "UDP answers sent truncated (TC bit) because they did not fit.",
+            )
+            .expect("valid metric"),
+            dns_forwarded: IntCounterVec::new(
+                Opts::new(
+                    DNS_FORWARDED_TOTAL,
+                    "Queries forwarded to upstream resolvers.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            dns_upstream_errors: IntCounterVec::new(
+                Opts::new(DNS_UPSTREAM_ERRORS_TOTAL, "Failed upstream exchanges."),
+                &["upstream", "kind"],
+            )
+            .expect("valid metric"),
+            dns_upstream_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    DNS_UPSTREAM_DURATION_SECONDS,
+                    "Round-trip time of a forwarded query.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["upstream"],
+            )
+            .expect("valid metric"),
+            dns_cache_hits: prometheus::IntCounter::new(
+                DNS_CACHE_HITS_TOTAL,
+                "Forwarded answers served from the cache.",
+            )
+            .expect("valid metric"),
+            dns_zone_records: IntGaugeVec::new(
+                Opts::new(DNS_ZONE_RECORDS, "Resource records in the published zone."),
+                &["type"],
+            )
+            .expect("valid metric"),
+            dns_zone_swaps: prometheus::IntCounter::new(
+                DNS_ZONE_SWAPS_TOTAL,
+                "DNS zones swapped in, one per published snapshot.",
+            )
+            .expect("valid metric"),
+            dns_zone_build_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    DNS_ZONE_BUILD_DURATION_SECONDS,
+                    "Time to build the DNS zone from a snapshot.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &m.registry;
@@ -144,6 +242,26 @@ impl Metrics {
         r.register(Box::new(m.snapshot_objects.clone()))
             .expect("unique metric");
         r.register(Box::new(m.labels_rejected.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_queries.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_dropped.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_truncated.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_forwarded.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_upstream_errors.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_upstream_duration.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_cache_hits.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_zone_records.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_zone_swaps.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.dns_zone_build_duration.clone()))
             .expect("unique metric");
         m
     }
