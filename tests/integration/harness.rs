@@ -22,12 +22,16 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The log text `main.rs` prints once the admin listener is bound.
 const ADMIN_LINE: &str = "admin listening on ";
+/// The log text `main.rs` prints once the DNS sockets are bound (after the admin line).
+const DNS_LINE: &str = "dns listening on ";
 
 /// A running `ferryman` process.
 pub struct Ferryman {
     child: Child,
     /// The bound admin address (from the log).
     pub admin: SocketAddr,
+    /// The bound DNS address, UDP and TCP (from the log).
+    pub dns: SocketAddr,
     /// Working directory of the process; holds `ferryman.toml` and any files the test wrote.
     pub dir: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
@@ -77,21 +81,31 @@ impl Ferryman {
         spawn_reader(stderr, logs.clone(), tx.clone());
         spawn_reader(stdout, logs.clone(), tx);
 
-        let admin = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                let logs = logs.lock().expect("log lock").join("\n");
-                panic!(
-                    "ferryman did not log `{ADMIN_LINE}ADDR` within {START_TIMEOUT:?} \
-                     (exit status {status:?}); its stderr:\n{logs}"
-                );
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (mut admin, mut dns) = (None, None);
+        while admin.is_none() || dns.is_none() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Logged::Admin(addr)) => admin = Some(addr),
+                Ok(Logged::Dns(addr)) => dns = Some(addr),
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    let logs = logs.lock().expect("log lock").join("\n");
+                    panic!(
+                        "ferryman did not log `{ADMIN_LINE}ADDR` and `{DNS_LINE}ADDR` within \
+                         {START_TIMEOUT:?} (exit status {status:?}); its stderr:\n{logs}"
+                    );
+                }
             }
+        }
+        let (Some(admin), Some(dns)) = (admin, dns) else {
+            unreachable!("the loop ends only when both are set")
         };
         Ferryman {
             child,
             admin,
+            dns,
             dir,
             logs,
         }
@@ -145,17 +159,25 @@ impl Drop for Ferryman {
     }
 }
 
-/// Reads `stream` line by line into `logs`, sending each admin address it sees on `tx`.
+/// A listener address the process logged.
+enum Logged {
+    Admin(SocketAddr),
+    Dns(SocketAddr),
+}
+
+/// Reads `stream` line by line into `logs`, sending each listener address it sees on `tx`.
 fn spawn_reader(
     stream: impl std::io::Read + Send + 'static,
     logs: Arc<Mutex<Vec<String>>>,
-    tx: std::sync::mpsc::Sender<SocketAddr>,
+    tx: std::sync::mpsc::Sender<Logged>,
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if let Some(addr) = admin_addr(&line) {
-                let _ = tx.send(addr);
+                let _ = tx.send(Logged::Admin(addr));
+            } else if let Some(addr) = logged_addr(&line, DNS_LINE) {
+                let _ = tx.send(Logged::Dns(addr));
             }
             logs.lock().expect("log lock").push(line);
         }
@@ -194,7 +216,12 @@ fn loopback_config(config_toml: &str) -> String {
 
 /// The address in a log line containing `admin listening on ADDR`.
 fn admin_addr(line: &str) -> Option<SocketAddr> {
-    let (_, rest) = line.split_once(ADMIN_LINE)?;
+    logged_addr(line, ADMIN_LINE)
+}
+
+/// The address after `marker` in a log line.
+fn logged_addr(line: &str, marker: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once(marker)?;
     // Up to whitespace; also stop at anything that cannot be in an address (an ANSI escape).
     let addr: String = rest
         .chars()
@@ -320,6 +347,10 @@ fn admin_address_is_parsed_from_tracing_output() {
     let with_field = "INFO admin listening on 127.0.0.1:5 snapshot_version=0";
     assert_eq!(admin_addr(with_field), Some("127.0.0.1:5".parse().unwrap()));
     assert_eq!(admin_addr("INFO dns listening on 127.0.0.1:5"), None);
+    assert_eq!(
+        logged_addr("INFO dns listening on 127.0.0.1:5", DNS_LINE),
+        Some("127.0.0.1:5".parse().unwrap())
+    );
 }
 
 #[test]
