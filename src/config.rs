@@ -695,6 +695,24 @@ mod tests {
         assert_eq!(c.dns.listen, "127.0.0.1:8053".parse().unwrap());
         assert_eq!(c.dns.domain, "mesos");
         assert_eq!(c.dns.ttl, 60);
+        // Mesos-DNS's SOA defaults (records/config.go).
+        assert_eq!(
+            (c.dns.soa_mname.as_str(), c.dns.soa_rname.as_str()),
+            ("ns1.mesos", "root.ns1.mesos")
+        );
+        assert_eq!(
+            (
+                c.dns.soa_refresh,
+                c.dns.soa_retry,
+                c.dns.soa_expire,
+                c.dns.soa_minttl
+            ),
+            (60, 600, 86400, 60)
+        );
+        assert_eq!(c.dns.forward_timeout, Duration::from_secs(5));
+        // An `@` in the SOA mailbox is read as `.`, as Mesos-DNS's initSOA does.
+        let c = Config::parse("[dns]\nsoa_rname = \"Admin@Example.com.\"\n").unwrap();
+        assert_eq!(c.dns.soa_rname, "admin.example.com");
         assert_eq!(
             c.dns.ip_sources,
             vec![IpSource::Netinfo, IpSource::Mesos, IpSource::Host]
@@ -742,6 +760,13 @@ mod tests {
                 "dns.ip_sources[1]:",
             ),
             ("[dns]\nttl = \"sixty\"", "dns.ttl:"),
+            ("[dns]\nsoa_mname = \"ns 1\"", "dns.soa_mname:"),
+            ("[dns]\nforward_timeout = \"soon\"", "dns.forward_timeout:"),
+            (
+                "[dns]\nforward_max_inflight = 0",
+                "dns.forward_max_inflight:",
+            ),
+            ("[dns]\ntcp_max_connections = 0", "dns.tcp_max_connections:"),
             ("[dns]\ndomain = \"bad domain\"", "dns.domain:"),
         ];
         for (text, key) in cases {
