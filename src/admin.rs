@@ -1,5 +1,7 @@
 //! Admin HTTP API on `admin.listen`: `/healthz`, `/readyz`, `/v1/version`, `/v1/config`,
-//! `/v1/vips` and `/metrics` (see ARCHITECTURE.md, "HTTP endpoints").
+//! `/v1/vips`, `/metrics`, and the Mesos-DNS HTTP API (`/v1/hosts/{host}`,
+//! `/v1/services/{service}`, `/v1/enumerate`, `/v1/axfr`, rendered by `dns::api`; see
+//! ARCHITECTURE.md, "HTTP endpoints").
 //!
 //! Owns the admin listener's connections: [`serve`] takes a listener `main` bound, caps
 //! connections with a semaphore acquired *before* `accept` (a full server stops accepting), bounds
@@ -7,8 +9,9 @@
 //! gracefully when the shutdown token fires (in-flight requests finish, idle connections close,
 //! stragglers are aborted after [`SHUTDOWN_GRACE`]).
 //!
-//! Reads the published [`Snapshot`] (one `load()` per request) and the [`Config`]; imports `model`,
-//! `config` and the `metrics` leaf only, never a data path. Writes nothing.
+//! Reads the published [`Snapshot`] and DNS records (one `load()` per request) and the
+//! [`Config`]; imports `model`, `config`, `dns::api` (pure rendering) and the `metrics` leaf,
+//! never a data path. Writes nothing.
 
 use std::convert::Infallible;
 use std::io;
@@ -58,7 +61,6 @@ struct AdminState {
     snapshots: Snapshots,
     config: Arc<Config>,
     /// The DNS record set being served (Mesos-DNS HTTP API).
-    #[allow(dead_code)] // read by the Mesos-DNS HTTP API routes (dns::api)
     records: crate::dns::RecordsHandle,
 }
 
@@ -191,19 +193,29 @@ async fn serve_connection(
 
 // === routing ===
 
-/// The admin endpoints.
+/// The admin endpoints. Path parameters are still percent-encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+enum Route<'a> {
     Healthz,
     Readyz,
     Version,
     ConfigJson,
     Vips,
     Metrics,
+    /// Mesos-DNS `/v1/hosts/{host}`.
+    Hosts(&'a str),
+    /// Mesos-DNS `/v1/hosts/{host}/ports`: routed but not implemented there (501).
+    HostPorts,
+    /// Mesos-DNS `/v1/services/{service}`.
+    Services(&'a str),
+    /// Mesos-DNS `/v1/enumerate`.
+    Enumerate,
+    /// Mesos-DNS `/v1/axfr`.
+    Axfr,
 }
 
-impl Route {
-    fn from_path(path: &str) -> Option<Route> {
+impl<'a> Route<'a> {
+    fn from_path(path: &'a str) -> Option<Route<'a>> {
         Some(match path {
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
@@ -211,7 +223,25 @@ impl Route {
             "/v1/config" => Route::ConfigJson,
             "/v1/vips" => Route::Vips,
             "/metrics" => Route::Metrics,
-            _ => return None,
+            "/v1/enumerate" => Route::Enumerate,
+            "/v1/axfr" => Route::Axfr,
+            _ => {
+                // One non-empty segment per parameter, as go-restful matches `{host}`.
+                let segment =
+                    |rest: &'a str| (!rest.is_empty() && !rest.contains('/')).then_some(rest);
+                if let Some(rest) = path.strip_prefix("/v1/hosts/") {
+                    if let Some(host) = rest.strip_suffix("/ports") {
+                        segment(host)?;
+                        Route::HostPorts
+                    } else {
+                        Route::Hosts(segment(rest)?)
+                    }
+                } else if let Some(rest) = path.strip_prefix("/v1/services/") {
+                    Route::Services(segment(rest)?)
+                } else {
+                    return None;
+                }
+            }
         })
     }
 }
@@ -257,7 +287,38 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
             METRICS_CONTENT_TYPE,
             crate::metrics::metrics().render(),
         ),
+        Route::HostPorts => text(StatusCode::NOT_IMPLEMENTED, "To be implemented...\n"),
+        Route::Hosts(_) | Route::Services(_) | Route::Enumerate | Route::Axfr => {
+            mesos_dns(state, route)
+        }
     }
+}
+
+/// The Mesos-DNS HTTP API routes. Before the first record set is published: 503 (the DNS server
+/// answers SERVFAIL then; an empty answer would claim the names do not exist). A parameter that
+/// is not valid percent-encoded UTF-8: 400.
+fn mesos_dns(state: &AdminState, route: Route<'_>) -> Response<Body> {
+    let Some(records) = state.records.load_full() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no DNS records published yet\n",
+        );
+    };
+    let decode = |param: &str| crate::dns::api::decode_segment(param);
+    let body = match route {
+        Route::Hosts(host) => match decode(host) {
+            Some(host) => crate::dns::api::hosts_json(&records, &host),
+            None => return text(StatusCode::BAD_REQUEST, "bad host name\n"),
+        },
+        Route::Services(service) => match decode(service) {
+            Some(service) => crate::dns::api::services_json(&records, &service),
+            None => return text(StatusCode::BAD_REQUEST, "bad service name\n"),
+        },
+        Route::Enumerate => crate::dns::api::enumerate_json(&records),
+        Route::Axfr => crate::dns::api::axfr_json(&records, &state.config),
+        _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    json(StatusCode::OK, body)
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -520,6 +581,163 @@ mod tests {
         assert_eq!(
             get(&s, Method::GET, "/readyz"),
             (StatusCode::OK, TEXT.into(), "ready\n".into())
+        );
+    }
+
+    fn publish_records(s: &AdminState) {
+        let mut r = crate::dns::Records {
+            serial: 9,
+            zones: vec!["mesos.".into()],
+            ..Default::default()
+        };
+        r.hosts.insert(
+            "nginx.marathon.mesos.".into(),
+            ["10.190.238.173".parse().unwrap()].into(),
+        );
+        r.srvs.insert(
+            "_nginx._tcp.marathon.mesos.".into(),
+            [crate::dns::records::Srv {
+                target: "nginx.marathon.mesos.".into(),
+                port: 31667,
+            }]
+            .into(),
+        );
+        s.records.store(Some(Arc::new(r)));
+    }
+
+    #[test]
+    fn mesos_dns_routes_wait_for_the_first_records() {
+        let (_publisher, s) = state();
+        for path in [
+            "/v1/hosts/nginx.marathon.mesos",
+            "/v1/services/_nginx._tcp.marathon.mesos.",
+            "/v1/enumerate",
+            "/v1/axfr",
+        ] {
+            let (status, ct, body) = get(&s, Method::GET, path);
+            assert_eq!(
+                (status, ct.as_str()),
+                (StatusCode::SERVICE_UNAVAILABLE, TEXT),
+                "{path}"
+            );
+            assert!(body.starts_with("not ready"), "{path}: {body}");
+        }
+    }
+
+    #[test]
+    fn mesos_dns_routes_answer_in_mesos_dns_shape() {
+        let (_publisher, s) = state();
+        publish_records(&s);
+        // Shapes from the Mesos-DNS docs (docs/docs/http.md) and resolver.go.
+        assert_eq!(
+            get(&s, Method::GET, "/v1/hosts/Nginx.Marathon.Mesos"),
+            (
+                StatusCode::OK,
+                JSON.into(),
+                r#"[{"host":"nginx.marathon.mesos.","ip":"10.190.238.173"}]"#.into()
+            )
+        );
+        // Percent-encoded parameters are decoded first.
+        assert_eq!(
+            get(&s, Method::GET, "/v1/hosts/nginx%2Emarathon.mesos.").2,
+            r#"[{"host":"nginx.marathon.mesos.","ip":"10.190.238.173"}]"#
+        );
+        assert_eq!(
+            get(&s, Method::GET, "/v1/hosts/unknown.mesos"),
+            (
+                StatusCode::OK,
+                JSON.into(),
+                r#"[{"host":"","ip":""}]"#.into()
+            )
+        );
+        assert_eq!(
+            get(&s, Method::GET, "/v1/services/_nginx._tcp.marathon.mesos."),
+            (
+                StatusCode::OK,
+                JSON.into(),
+                r#"[{"service":"_nginx._tcp.marathon.mesos.","host":"nginx.marathon.mesos.","ip":"10.190.238.173","port":"31667"}]"#.into()
+            )
+        );
+        assert_eq!(
+            get(&s, Method::GET, "/v1/services/_x._tcp.marathon.mesos").2,
+            r#"[{"service":"","host":"","ip":"","port":""}]"#
+        );
+        assert_eq!(
+            get(&s, Method::GET, "/v1/enumerate"),
+            (StatusCode::OK, JSON.into(), r#"{"frameworks":null}"#.into())
+        );
+        let (status, ct, body) = get(&s, Method::GET, "/v1/axfr");
+        assert_eq!((status, ct.as_str()), (StatusCode::OK, JSON));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["Serial"], 9);
+        assert_eq!(v["Domain"], "mesos");
+        assert_eq!(v["Mname"], "ns1.mesos.");
+        assert_eq!(
+            v["Records"]["As"]["nginx.marathon.mesos."],
+            serde_json::json!(["10.190.238.173"])
+        );
+        assert_eq!(
+            v["Records"]["SRVs"]["_nginx._tcp.marathon.mesos."],
+            serde_json::json!(["nginx.marathon.mesos.:31667"])
+        );
+        // /v1/version stays Mesos-DNS shaped, /v1/config stays ours.
+        assert_eq!(get(&s, Method::GET, "/v1/version").2, version_json());
+        let (_, _, config) = get(&s, Method::GET, "/v1/config");
+        assert!(config.contains("\"dns\""));
+    }
+
+    #[test]
+    fn mesos_dns_routes_reject_other_methods_and_shapes() {
+        let (_publisher, s) = state();
+        publish_records(&s);
+        for path in [
+            "/v1/hosts/nginx.marathon.mesos",
+            "/v1/services/_nginx._tcp.marathon.mesos.",
+            "/v1/enumerate",
+            "/v1/axfr",
+        ] {
+            for method in [Method::POST, Method::PUT, Method::DELETE] {
+                let req = Request::builder()
+                    .method(method.clone())
+                    .uri(path)
+                    .body(())
+                    .unwrap();
+                let resp = handle(&s, &req);
+                assert_eq!(
+                    resp.status(),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}"
+                );
+                assert_eq!(resp.headers()[ALLOW], "GET, HEAD");
+            }
+            assert_eq!(get(&s, Method::HEAD, path).0, StatusCode::OK, "HEAD {path}");
+        }
+        for path in [
+            "/v1/hosts/",
+            "/v1/hosts",
+            "/v1/hosts/a/b",
+            "/v1/services/",
+            "/v1/services/a/b",
+            "/v1/enumerate/x",
+        ] {
+            assert_eq!(
+                get(&s, Method::GET, path).0,
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
+        }
+        // Mesos-DNS routes /v1/hosts/{host}/ports but answers 501.
+        assert_eq!(
+            get(&s, Method::GET, "/v1/hosts/nginx.marathon.mesos/ports"),
+            (
+                StatusCode::NOT_IMPLEMENTED,
+                TEXT.into(),
+                "To be implemented...\n".into()
+            )
+        );
+        assert_eq!(
+            get(&s, Method::GET, "/v1/hosts/bad%zz").0,
+            StatusCode::BAD_REQUEST
         );
     }
 
