@@ -4,6 +4,10 @@
 //! the hit path must not allocate.
 //!
 //! `cargo bench --bench dns` (add `-- --quick` for a fast pass).
+//!
+//! `cargo bench --bench dns -- --serve 127.0.0.1:5300 [--threads N] [--tokio] [--seconds S]`
+//! serves the same zone on real sockets instead (for `dnsperf`), with the blocking-thread UDP
+//! loops or, with `--tokio`, the tokio ones: how the UDP loop flavour was chosen.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use ferryman::config::Config;
 use ferryman::dns::Records;
 use ferryman::dns::records::Srv;
@@ -138,5 +142,62 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// `--serve ADDR`: serve the bench zone for `--seconds` (default 30).
+fn serve(args: &[String]) {
+    use std::sync::Arc;
+
+    use ferryman::dns::server::{self, Sockets, UdpFlavour};
+
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let mut dns = Config::default().dns;
+    dns.listen = arg("--serve").unwrap().parse().unwrap();
+    dns.threads = arg("--threads").map_or(1, |t| t.parse().unwrap());
+    let seconds: u64 = arg("--seconds").map_or(30, |t| t.parse().unwrap());
+    let flavour = if args.iter().any(|a| a == "--tokio") {
+        UdpFlavour::Tokio
+    } else {
+        UdpFlavour::Threads
+    };
+    let zone = Arc::new(arc_swap::ArcSwapOption::new(Some(Arc::new(Zone::compile(
+        &records(),
+        &dns,
+    )))));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(dns.threads.max(1))
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sockets = Sockets::bind(&dns).unwrap();
+        let token = tokio_util::sync::CancellationToken::new();
+        let stopper = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+            stopper.cancel();
+        });
+        eprintln!(
+            "serving on {} ({flavour:?}, {} sockets)",
+            dns.listen, dns.threads
+        );
+        server::serve_with(sockets, &dns, zone, None, token, flavour)
+            .await
+            .unwrap();
+    });
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--serve") {
+        serve(&args);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -127,6 +127,15 @@ struct Shared {
     metrics: QueryMetrics,
 }
 
+/// How UDP sockets are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpFlavour {
+    /// One OS thread per socket, blocking `recv_from`/`send_to` (the default: measured faster).
+    Threads,
+    /// One tokio task per socket (kept for the measurement in `benches/dns.rs`).
+    Tokio,
+}
+
 /// Serves queries from `zone` (`None` = not ready: SERVFAIL) until `shutdown`. `run` without the
 /// zone-update task, for tests and benchmarks that install their own zone.
 pub async fn serve(
@@ -136,6 +145,18 @@ pub async fn serve(
     forwarder: Option<Arc<Forwarder>>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    serve_with(sockets, dns, zone, forwarder, shutdown, UdpFlavour::Threads).await
+}
+
+/// [`serve`] with a choice of UDP loop.
+pub async fn serve_with(
+    sockets: Sockets,
+    dns: &DnsConfig,
+    zone: Arc<ArcSwapOption<Zone>>,
+    forwarder: Option<Arc<Forwarder>>,
+    shutdown: CancellationToken,
+    flavour: UdpFlavour,
+) -> io::Result<()> {
     let shared = Arc::new(Shared {
         zone,
         forwarder,
@@ -144,19 +165,29 @@ pub async fn serve(
     let stop = Arc::new(AtomicBool::new(false));
     let handle = tokio::runtime::Handle::current();
     let mut threads = Vec::new();
+    let mut tasks = JoinSet::new();
     for (i, sock) in sockets.udp.into_iter().enumerate() {
-        sock.set_read_timeout(Some(UDP_POLL))?;
-        let (shared, stop, handle) = (shared.clone(), stop.clone(), handle.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("dns-udp-{i}"))
-            .spawn(move || udp_loop(Arc::new(sock), &shared, &stop, &handle))?;
-        threads.push(thread);
+        match flavour {
+            UdpFlavour::Threads => {
+                sock.set_read_timeout(Some(UDP_POLL))?;
+                let (shared, stop, handle) = (shared.clone(), stop.clone(), handle.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("dns-udp-{i}"))
+                    .spawn(move || udp_loop(Arc::new(sock), &shared, &stop, &handle))?;
+                threads.push(thread);
+            }
+            UdpFlavour::Tokio => {
+                sock.set_nonblocking(true)?;
+                let sock = tokio::net::UdpSocket::from_std(sock)?;
+                tasks.spawn(udp_task(sock, shared.clone(), shutdown.clone()));
+            }
+        }
     }
     sockets.tcp.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(sockets.tcp)?;
-    let tcp = tcp_accept(listener, dns, shared, shutdown.clone());
-    tcp.await;
+    tcp_accept(listener, dns, shared, shutdown.clone()).await;
     stop.store(true, Ordering::Relaxed);
+    tasks.join_all().await;
     tokio::task::spawn_blocking(move || {
         for t in threads {
             if t.join().is_err() {
@@ -170,6 +201,51 @@ pub async fn serve(
 }
 
 // === UDP ===
+
+/// What to do with a UDP datagram after [`udp_answer`].
+enum UdpAction {
+    /// Send `out`.
+    Send,
+    /// Hand the query to the forwarder.
+    Forward(u16, Arc<Forwarder>),
+    Nothing,
+}
+
+/// Answers one datagram into `out` (shared by both UDP loop flavours).
+fn udp_answer(shared: &Shared, query: &[u8], ctx: Ctx, out: &mut Vec<u8>) -> UdpAction {
+    let outcome = {
+        let zone = shared.zone.load();
+        zone::respond(zone.as_deref(), query, ctx, out)
+    };
+    match outcome {
+        Outcome::Answered {
+            qtype,
+            rcode,
+            truncated,
+        } => {
+            shared.metrics.count(qtype, rcode);
+            if truncated {
+                metrics().dns_truncated.inc();
+            }
+            UdpAction::Send
+        }
+        Outcome::Forward { qtype } => match &shared.forwarder {
+            Some(fwd) => UdpAction::Forward(qtype, fwd.clone()),
+            None => {
+                zone::error_response(query, rcode::REFUSED, ctx, out);
+                shared.metrics.count(qtype, rcode::REFUSED);
+                UdpAction::Send
+            }
+        },
+        Outcome::Dropped(reason) => {
+            metrics()
+                .dns_dropped
+                .with_label_values(&[reason.label()])
+                .inc();
+            UdpAction::Nothing
+        }
+    }
+}
 
 /// One UDP socket's loop: blocking receive, answer, send; until `stop`.
 fn udp_loop(
@@ -208,44 +284,64 @@ fn udp_loop(
             rotation,
         };
         let query = &buf[..n];
-        let outcome = {
-            let zone = shared.zone.load();
-            zone::respond(zone.as_deref(), query, ctx, &mut out)
-        };
-        match outcome {
-            Outcome::Answered {
-                qtype,
-                rcode,
-                truncated,
-            } => {
-                shared.metrics.count(qtype, rcode);
-                if truncated {
-                    metrics().dns_truncated.inc();
-                }
-                send(&sock, &out, peer);
-            }
-            Outcome::Forward { qtype } => match &shared.forwarder {
-                Some(fwd) => {
-                    let (fwd, sock, shared) = (fwd.clone(), sock.clone(), shared.clone());
-                    let query = query.to_vec();
-                    handle.spawn(async move {
-                        let mut out = Vec::new();
-                        forward(&fwd, &query, ctx, qtype, &shared.metrics, &mut out).await;
-                        send(&sock, &out, peer);
-                    });
-                }
-                None => {
-                    zone::error_response(query, rcode::REFUSED, ctx, &mut out);
-                    shared.metrics.count(qtype, rcode::REFUSED);
+        match udp_answer(shared, query, ctx, &mut out) {
+            UdpAction::Send => send(&sock, &out, peer),
+            UdpAction::Forward(qtype, fwd) => {
+                let (sock, shared) = (sock.clone(), shared.clone());
+                let query = query.to_vec();
+                handle.spawn(async move {
+                    let mut out = Vec::new();
+                    forward(&fwd, &query, ctx, qtype, &shared.metrics, &mut out).await;
                     send(&sock, &out, peer);
+                });
+            }
+            UdpAction::Nothing => {}
+        }
+    }
+}
+
+/// The tokio flavour of [`udp_loop`], kept to measure against it (`benches/dns.rs --serve
+/// ... --tokio`): one task per socket, `recv_from`/`send_to` through the reactor.
+async fn udp_task(sock: tokio::net::UdpSocket, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let sock = Arc::new(sock);
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut out = Vec::with_capacity(RECV_BUF);
+    let mut rotation = 0u32;
+    let forwarding = shared.forwarder.is_some();
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!("dns udp receive: {e}");
+                    continue;
                 }
             },
-            Outcome::Dropped(reason) => {
-                metrics()
-                    .dns_dropped
-                    .with_label_values(&[reason.label()])
-                    .inc();
+        };
+        rotation = rotation.wrapping_add(1);
+        let ctx = Ctx {
+            tcp: false,
+            forwarding,
+            rotation,
+        };
+        let query = &buf[..n];
+        match udp_answer(&shared, query, ctx, &mut out) {
+            UdpAction::Send => {
+                if let Err(e) = sock.send_to(&out, peer).await {
+                    tracing::debug!("dns udp send to {peer}: {e}");
+                }
             }
+            UdpAction::Forward(qtype, fwd) => {
+                let (sock, shared) = (sock.clone(), shared.clone());
+                let query = query.to_vec();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    forward(&fwd, &query, ctx, qtype, &shared.metrics, &mut out).await;
+                    sock.send_to(&out, peer).await.ok();
+                });
+            }
+            UdpAction::Nothing => {}
         }
     }
 }
