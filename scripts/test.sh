@@ -16,9 +16,11 @@ REQUIRED_PACKAGES=(
   "prometheus prometheus"    # admin: a real Prometheus scrapes /metrics
   "dnsutils dig"             # dns: real resolver client
   "curl curl"                # admin, l7: real HTTP client
+  "unbound unbound"          # dns: forwarding to a real resolver; benches/dns_vs_unbound.sh
+  "dnsperf dnsperf"          # dns: benches/dns_vs_unbound.sh load generator
   # Later areas add, e.g.:
   # "clang-19 clang-19" "libbpf-dev -" "bpftool bpftool" "haproxy haproxy" "nginx nginx"
-  # "unbound unbound" "dnsperf dnsperf" "wrk wrk" "iproute2 ip" "iptables iptables"
+  # "wrk wrk" "iproute2 ip" "iptables iptables"
 )
 
 missing_packages() {
