@@ -251,9 +251,15 @@ impl Forwarder {
         let mut msg = query.to_vec();
         let id = rand::random::<u16>();
         set_id(&mut msg, id);
+        // A UDP client can only take what it advertised; for a TCP client any size will do.
+        let limit = if tcp {
+            usize::from(u16::MAX)
+        } else {
+            client.udp_limit
+        };
         let answer = tokio::time::timeout(
             self.timeout,
-            udp_exchange(upstream, &msg, id, &client.query, client.udp_limit),
+            udp_exchange(upstream, &msg, id, &client.query, limit),
         )
         .await
         .map_err(|_| UpstreamError::Timeout)??;
@@ -278,7 +284,8 @@ impl Forwarder {
 }
 
 /// Sends `msg` over a fresh UDP socket connected to `upstream` and waits for the first datagram
-/// that answers it; others are counted and ignored. No timeout of its own.
+/// that answers it; others (and answers larger than `udp_limit`, which the client could not take)
+/// are counted and ignored. No timeout of its own.
 async fn udp_exchange(
     upstream: SocketAddr,
     msg: &[u8],
@@ -295,7 +302,7 @@ async fn udp_exchange(
     socket.connect(upstream).await.map_err(io_error)?;
     socket.send(msg).await.map_err(io_error)?;
     // One byte more than the client accepts, so that an oversize datagram is seen as such.
-    let mut buf = vec![0u8; udp_limit.saturating_add(1).min(usize::from(u16::MAX))];
+    let mut buf = vec![0u8; udp_limit.saturating_add(1).min(usize::from(u16::MAX) + 1)];
     loop {
         let n = socket.recv(&mut buf).await.map_err(io_error)?;
         let Some(datagram) = buf.get(..n) else {
@@ -990,6 +997,25 @@ mod tests {
             1,
             "served from the cache"
         );
+    }
+
+    #[tokio::test]
+    async fn udp_answers_larger_than_the_client_takes_are_not_used_for_udp_clients() {
+        // An upstream that ignores the 512-byte limit of a client without EDNS.
+        let oversize = Upstream::udp(|req| vec![big_txt(req).to_vec().unwrap()]).await;
+        let good = Upstream::udp(answer_a).await;
+        let f = Forwarder::new(&config(&[oversize.addr, good.addr], 300, 16, 0)).unwrap();
+        let q = query(8, "big.example.", RecordType::TXT, None);
+        let udp = f.forward(&q, false).await.unwrap();
+        assert!(udp.len() <= 512);
+        assert_eq!(
+            a_answers(&parse(&udp)).len(),
+            1,
+            "the next resolver's answer"
+        );
+        let tcp = parse(&f.forward(&q, true).await.unwrap());
+        assert_eq!(tcp.answers.len(), 20, "a TCP client can take it");
+        assert_eq!(good.queries(), 1);
     }
 
     #[tokio::test]
