@@ -463,11 +463,7 @@ impl Zone {
             // Sorted by target, so equal targets are adjacent (each target's addresses are
             // added once even after rotation; see `write_answer`).
             let mut srvs: Vec<_> = srvs.iter().collect();
-            srvs.sort_by(|x, y| {
-                x.target
-                    .to_ascii_lowercase()
-                    .cmp(&y.target.to_ascii_lowercase())
-            });
+            srvs.sort_by_cached_key(|s| s.target.to_ascii_lowercase());
             for srv in srvs {
                 let Some(target) = fqdn(&srv.target) else {
                     continue;
@@ -553,7 +549,7 @@ impl Zone {
         };
 
         // Empty non-terminals between each in-zone name and its apex.
-        let mut ents = Vec::new();
+        let mut ents: std::collections::HashSet<Box<[u8]>> = std::collections::HashSet::new();
         for name in b.names.keys() {
             let zone = enclosing(name);
             if zone == NO_ZONE {
@@ -565,8 +561,12 @@ impl Zone {
                 if suffix.len() <= apex_len {
                     break;
                 }
+                if ents.contains(suffix) {
+                    // Its ancestors are in already.
+                    break;
+                }
                 if !b.names.contains_key(suffix) {
-                    ents.push(Box::<[u8]>::from(suffix));
+                    ents.insert(Box::<[u8]>::from(suffix));
                 }
             }
         }
