@@ -2,7 +2,7 @@
 # Ferryman vs unbound: the same 10 000-name zone, the same dnsperf query file, the same machine.
 #
 #   benches/dns_vs_unbound.sh [--runs N] [--seconds S] [--tasks T] [--clients C]
-#                             [--outstanding Q] [--ferryman PATH] [--keep]
+#                             [--outstanding Q] [--ferryman PATH] [--wait-idle S] [--keep]
 #
 # 1. benches/dns/gen_zone.py writes the zone twice: a Mesos /master/state for Ferryman
 #    (discovery.source = "file") and the same names as unbound `local-data` in a
@@ -18,6 +18,9 @@
 # 4. benches/dns/summarize.py prints per server: median and range of qps, lost queries, average
 #    latency, p50/p90/p99/p99.9, and the Ferryman/unbound ratio of median qps.
 #
+# --wait-idle S: before each configuration, wait up to S seconds for the machine to be idle
+# (>= 90 % idle CPU over 2 s), so other work (builds) does not skew the figures.
+#
 # Needs: unbound, dnsperf, dig (dnsutils), taskset (util-linux), python3, and at least 2 cores.
 # Every process it starts is killed on exit; every wait is bounded.
 set -euo pipefail
@@ -31,6 +34,7 @@ OUTSTANDING=100
 LAT_SECS=5
 FERRYMAN=""
 KEEP=0
+WAIT_IDLE=0
 
 usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -41,6 +45,7 @@ while [ $# -gt 0 ]; do
     --clients) CLIENTS="$2"; shift 2 ;;
     --outstanding) OUTSTANDING="$2"; shift 2 ;;
     --ferryman) FERRYMAN="$2"; shift 2 ;;
+    --wait-idle) WAIT_IDLE="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -49,6 +54,7 @@ done
 for n in "$RUNS" "$SECS" "$TASKS" "$CLIENTS" "$OUTSTANDING"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "not a positive integer: $n" >&2; exit 2; }
 done
+[[ "$WAIT_IDLE" =~ ^[0-9]+$ ]] || { echo "not a number: $WAIT_IDLE" >&2; exit 2; }
 [ "$RUNS" -le 100 ] && [ "$SECS" -le 600 ] || { echo "at most 100 runs of 600 s" >&2; exit 2; }
 
 for tool in unbound dnsperf dig taskset python3; do
@@ -237,7 +243,8 @@ measure() { # config server port run
     /Latency StdDev/ {sd=$4}
     END { if (qps == "") exit 1; printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c, s, r, qps, sent, done, lost, avg, sd }
   ' "$out" >>"$RESULTS" || { echo "cannot parse dnsperf output:" >&2; cat "$out" >&2; exit 1; }
-  log "$1 $2 run $4: $(tail -1 "$RESULTS" | cut -f4) qps, lost $(tail -1 "$RESULTS" | cut -f7)"
+  log "$1 $2 run $4: $(tail -1 "$RESULTS" | cut -f4) qps, lost $(tail -1 "$RESULTS" | cut -f7)," \
+    "load $(cut -d' ' -f1 /proc/loadavg)"
 }
 
 # Per-query latencies at a fixed offered load (dnsperf -v prints one line per answer; written
@@ -253,8 +260,30 @@ latency() { # config server port rate
   rm -f "$out"
 }
 
+# Percent of idle CPU time over the next 2 seconds (all cpus).
+idle_percent() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
+  local total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  echo $(( total > 0 ? 100 * (b[4] + b[5] - a[4] - a[5]) / total : 0 ))
+}
+
+wait_idle() {
+  [ "$WAIT_IDLE" -gt 0 ] || return 0
+  local deadline=$((SECONDS + WAIT_IDLE)) idle
+  while :; do
+    idle="$(idle_percent)"
+    [ "$idle" -ge 90 ] && { log "machine idle ($idle %)"; return 0; }
+    [ "$SECONDS" -ge "$deadline" ] && { log "warning: still busy ($idle % idle); measuring anyway"; return 0; }
+    log "waiting for an idle machine ($idle % idle)"
+    sleep 3
+  done
+}
+
 run_config() { # config threads cpus
   local config="$1" r
+  wait_idle
   log "== $config: starting ferryman (dns.threads = $2) and unbound (num-threads $2) on cpus $3"
   start_ferryman "$2" "$3"
   start_unbound "$2" "$3"
@@ -289,15 +318,22 @@ PY
   stop_server "$U_PID"
 }
 
-log "cpus: $NCPU; dnsperf on cpu $CLIENT_CPU; $RUNS runs x $SECS s per server and configuration"
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+log "cpus: $NCPU; dnsperf on cpu $CLIENT_CPU; $RUNS runs x $SECS s per server and configuration;" \
+  "load average $LOAD_START"
+awk '{ exit !($1 > 0.5) }' /proc/loadavg &&
+  log "warning: the machine is busy (load average $LOAD_START); figures will be noisy"
 run_config 1thread 1 0
 run_config allcores "$ALL_THREADS" "$ALL_SERVER_CPUS"
 
 echo
 echo "Ferryman vs unbound, $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $NCPU cpus"
-echo "ferryman $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') ($FERRYMAN);" \
+REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null) || REV="$REV+uncommitted"
+echo "ferryman $REV ($FERRYMAN);" \
   "$(unbound -V 2>/dev/null | head -1 | sed 's/Version/unbound/');" \
   "$(dnsperf -h 2>&1 | grep -m1 '^Version' | sed 's/Version/dnsperf/')"
+echo "load average (1/5/15 min): $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
 echo "zone: $(grep -c local-data "$WORK/unbound-zone.conf") records ($TASKS tasks x 8 names);" \
   "queries: $(wc -l <"$QUERIES") (60% A hits, 20% SRV hits, 20% NXDOMAIN), no EDNS"
 echo "dnsperf -l $SECS -c $CLIENTS -q $OUTSTANDING -T 1 -t 2, pinned to cpu $CLIENT_CPU;" \
