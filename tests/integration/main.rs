@@ -1,6 +1,6 @@
 //! Ferryman's integration tests: one test binary, one `mod` per area. Each test starts the real
 //! `ferryman` binary through [`harness::Ferryman`] with its own config and 127.0.0.1:0 listeners,
-//! and talks to it with real clients (`curl`, `promtool`, `prometheus`, `dig`).
+//! and talks to it with real clients (`curl`, `promtool`, `prometheus`, `dig`, `unbound`).
 //!
 //! External tools are optional unless `FERRYMAN_REQUIRE_ALL=1` (CI sets it): a test whose tool is
 //! missing prints `skipped: <tool> missing` and passes.
@@ -11,4 +11,5 @@ mod admin;
 mod bad_input;
 mod cli;
 mod discovery;
+mod dns;
 mod fixture_vips;
