@@ -879,4 +879,74 @@ mod tests {
         token.cancel();
         timeout(WAIT, task).await.unwrap().unwrap().unwrap();
     }
+
+    /// A test upstream: answers every query with one A record 9.9.9.9, or never when `mute`.
+    async fn upstream(mute: bool) -> SocketAddr {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = s.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0; 4096];
+            while let Ok((n, peer)) = s.recv_from(&mut buf).await {
+                if mute {
+                    continue;
+                }
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut a = Message::response(q.metadata.id, OpCode::Query);
+                a.metadata.recursion_desired = q.metadata.recursion_desired;
+                a.metadata.recursion_available = true;
+                let name = q.queries[0].name().clone();
+                a.add_query(q.queries[0].clone());
+                a.add_answer(hickory_proto::rr::Record::from_rdata(
+                    name,
+                    30,
+                    hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A(
+                        std::net::Ipv4Addr::new(9, 9, 9, 9),
+                    )),
+                ));
+                s.send_to(&a.to_vec().unwrap(), peer).await.ok();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn names_outside_our_zones_are_forwarded_with_ra_and_servfail_on_timeout() {
+        for (mute, over_tcp) in [(false, false), (false, true), (true, false)] {
+            let mut d = dns();
+            d.resolvers = vec![upstream(mute).await];
+            d.forward_timeout = Duration::from_millis(200);
+            let forwarder = Forwarder::new(&d);
+            let sockets = Sockets::bind(&d).unwrap();
+            let addr = sockets.local_addr().unwrap();
+            let zone = Arc::new(ArcSwapOption::new(Some(Arc::new(sample_zone()))));
+            let token = CancellationToken::new();
+            let task = tokio::spawn({
+                let token = token.clone();
+                async move { serve(sockets, &d, zone, forwarder, token).await }
+            });
+            let q = query("example.com.", RecordType::A, None);
+            let m = if over_tcp {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                tcp_send(&mut s, &q).await;
+                tcp_read(&mut s).await
+            } else {
+                udp(addr, &q).await
+            };
+            assert_eq!(m.metadata.id, 7);
+            if mute {
+                assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+            } else {
+                assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+                assert_eq!(m.answers.len(), 1, "tcp {over_tcp}");
+            }
+            assert!(m.metadata.recursion_available);
+            // Our own names still answered, now with RA.
+            let m = udp(addr, &query("web.marathon.mesos.", RecordType::A, None)).await;
+            assert!(m.metadata.authoritative && m.metadata.recursion_available);
+            token.cancel();
+            timeout(WAIT, task).await.unwrap().unwrap().unwrap();
+        }
+    }
 }
