@@ -145,6 +145,22 @@ pub struct FileL4 {
     pub cgroup: String,
     pub bpf_pin_dir: String,
     pub bind: String,
+    pub balance: String,
+    pub connect_timeout: String,
+    pub connect_retries: u32,
+    pub idle_timeout: String,
+    pub max_connections: usize,
+    pub drain_timeout: String,
+    pub udp_idle_timeout: String,
+    pub udp_max_flows: usize,
+    pub outlier_failures: u32,
+    pub outlier_base_ejection: String,
+    pub outlier_max_ejection: String,
+    pub active_checks: bool,
+    pub check_interval: String,
+    pub check_timeout: String,
+    pub check_rise: u32,
+    pub check_fall: u32,
 }
 
 impl Default for FileL4 {
@@ -157,6 +173,22 @@ impl Default for FileL4 {
             cgroup: String::new(),
             bpf_pin_dir: "/sys/fs/bpf/ferryman".into(),
             bind: "127.0.0.1".into(),
+            balance: "wlc".into(),
+            connect_timeout: "5s".into(),
+            connect_retries: 2,
+            idle_timeout: "15m".into(),
+            max_connections: 8192,
+            drain_timeout: "30s".into(),
+            udp_idle_timeout: "30s".into(),
+            udp_max_flows: 65536,
+            outlier_failures: 5,
+            outlier_base_ejection: "10s".into(),
+            outlier_max_ejection: "5m".into(),
+            active_checks: false,
+            check_interval: "5s".into(),
+            check_timeout: "2s".into(),
+            check_rise: 2,
+            check_fall: 3,
         }
     }
 }
@@ -322,6 +354,75 @@ pub struct L4Config {
     pub cgroup: Option<PathBuf>,
     pub bpf_pin_dir: PathBuf,
     pub bind: IpAddr,
+    /// Default balancer of a VIP or service port (an app label `FERRYMAN_L4_BALANCE` overrides it).
+    pub balance: Balance,
+    /// Backend connect timeout; a connect that fails or times out tries the next backend.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Further backends tried after a failed connect (before any byte is sent).
+    pub connect_retries: u32,
+    /// A proxied TCP connection with no bytes either way for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Proxied TCP connections at once (each holds two sockets); more are refused.
+    pub max_connections: usize,
+    /// How long connections to a removed or unhealthy backend may run on.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// A UDP flow with no datagram either way for this long is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub udp_idle_timeout: Duration,
+    /// UDP flows at once; the least recently used is dropped for a new one.
+    pub udp_max_flows: usize,
+    /// Consecutive connect failures or resets that eject a backend (0 = passive detection off).
+    pub outlier_failures: u32,
+    /// First ejection; doubled for each ejection in a row, up to `outlier_max_ejection`.
+    #[serde(with = "humantime_serde")]
+    pub outlier_base_ejection: Duration,
+    #[serde(with = "humantime_serde")]
+    pub outlier_max_ejection: Duration,
+    /// Active TCP connect checks for every backend (opt-in; an app label
+    /// `FERRYMAN_L4_ACTIVE_CHECKS=true` turns them on for one app).
+    pub active_checks: bool,
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub check_timeout: Duration,
+    /// Successes in a row that mark a down backend up.
+    pub check_rise: u32,
+    /// Failures in a row that mark an up backend down.
+    pub check_fall: u32,
+}
+
+/// L4 balancing algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// Round robin over backends that take new connections.
+    Rr,
+    /// Weighted round robin (smooth, as nginx's), weights from the snapshot.
+    Wrr,
+    /// Weighted least connections (IPVS `wlc`, Minuteman's default).
+    Wlc,
+    /// Power of two random choices on active connections.
+    P2c,
+    /// Maglev consistent hashing on the client address (table size 65537).
+    Maglev,
+}
+
+impl Balance {
+    /// Parses `rr`, `wrr`, `wlc`, `p2c`, `maglev` (also Marathon-LB's `roundrobin`, `leastconn`,
+    /// `source`).
+    pub fn parse(s: &str) -> Option<Balance> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "rr" | "roundrobin" => Balance::Rr,
+            "wrr" => Balance::Wrr,
+            "wlc" | "leastconn" => Balance::Wlc,
+            "p2c" => Balance::P2c,
+            "maglev" | "source" => Balance::Maglev,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -648,6 +749,30 @@ impl TryFrom<FileConfig> for Config {
             bind: l.bind.trim().parse().map_err(|e| {
                 ConfigError::invalid("l4.bind", format!("bad IP {:?}: {e}", l.bind))
             })?,
+            balance: Balance::parse(&l.balance).ok_or_else(|| {
+                ConfigError::invalid(
+                    "l4.balance",
+                    format!(
+                        "unknown balancer {:?} (want rr, wrr, wlc, p2c or maglev)",
+                        l.balance
+                    ),
+                )
+            })?,
+            connect_timeout: duration("l4.connect_timeout", &l.connect_timeout)?,
+            connect_retries: l.connect_retries,
+            idle_timeout: duration("l4.idle_timeout", &l.idle_timeout)?,
+            max_connections: positive("l4.max_connections", l.max_connections)?,
+            drain_timeout: duration("l4.drain_timeout", &l.drain_timeout)?,
+            udp_idle_timeout: duration("l4.udp_idle_timeout", &l.udp_idle_timeout)?,
+            udp_max_flows: positive("l4.udp_max_flows", l.udp_max_flows)?,
+            outlier_failures: l.outlier_failures,
+            outlier_base_ejection: duration("l4.outlier_base_ejection", &l.outlier_base_ejection)?,
+            outlier_max_ejection: duration("l4.outlier_max_ejection", &l.outlier_max_ejection)?,
+            active_checks: l.active_checks,
+            check_interval: duration("l4.check_interval", &l.check_interval)?,
+            check_timeout: duration("l4.check_timeout", &l.check_timeout)?,
+            check_rise: l.check_rise.max(1),
+            check_fall: l.check_fall.max(1),
         };
 
         let l7 = L7Config {
@@ -711,8 +836,8 @@ mod tests {
         );
         assert_eq!(c.dns.forward_timeout, Duration::from_secs(5));
         // An `@` in the SOA mailbox is read as `.`, as Mesos-DNS's initSOA does.
-        let c = Config::parse("[dns]\nsoa_rname = \"Admin@Example.com.\"\n").unwrap();
-        assert_eq!(c.dns.soa_rname, "admin.example.com");
+        let mailbox = Config::parse("[dns]\nsoa_rname = \"Admin@Example.com.\"\n").unwrap();
+        assert_eq!(mailbox.dns.soa_rname, "admin.example.com");
         assert_eq!(
             c.dns.ip_sources,
             vec![IpSource::Netinfo, IpSource::Mesos, IpSource::Host]
@@ -721,6 +846,10 @@ mod tests {
         assert_eq!(c.l4.vip_range, "11.0.0.0/8".parse().unwrap());
         assert_eq!(c.l4.vip_range6, "fd01:c::/64".parse().unwrap());
         assert_eq!(c.l4.link.as_deref(), Some("ferryman0"));
+        // Minuteman balanced with IPVS wlc.
+        assert_eq!(c.l4.balance, Balance::Wlc);
+        assert_eq!(Balance::parse("roundrobin"), Some(Balance::Rr));
+        assert_eq!(Balance::parse("source"), Some(Balance::Maglev));
         assert_eq!(c.l7.http, Some("127.0.0.1:10080".parse().unwrap()));
         assert_eq!(c.l7.https, None);
         assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
