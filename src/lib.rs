@@ -5,6 +5,7 @@
 //! - [`model`]: `ClusterState` → `Snapshot` (pure), published via `ArcSwap` + `watch`.
 //! - [`discovery`]: sources (file, Marathon REST + SSE, Mesos master) that decode into `ClusterState`.
 //! - [`dns`]: Mesos-DNS compatible DNS server, forwarding and HTTP API.
+//! - [`balance`], [`health`], [`l4`]: the user-space L4 load balancer.
 //! - [`admin`]: admin HTTP API (`/v1/vips`, `/metrics`, health).
 //! - [`metrics`]: the Prometheus registry and metric names.
 //!
@@ -18,8 +19,11 @@
 )]
 
 pub mod admin;
+pub mod balance;
 pub mod config;
 pub mod discovery;
 pub mod dns;
+pub mod health;
+pub mod l4;
 pub mod metrics;
 pub mod model;
