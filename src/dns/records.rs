@@ -28,8 +28,9 @@
 //! backslash; only odd input makes one, such as a framework named `$$$` or a raw DiscoveryInfo
 //! name with spaces) is skipped where Mesos-DNS would insert it.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -150,7 +151,7 @@ impl Records {
     /// record lists it in the enumeration can differ.
     pub fn build(snapshot: &Snapshot, config: &Config) -> Records {
         let state: &ClusterState = &snapshot.state;
-        let mut g = Gen::new(config);
+        let mut g = Gen::new(config, state.tasks.len());
         let frameworks = g.framework_records(state);
         g.slave_records(state);
         g.listener_record(config);
@@ -167,9 +168,9 @@ impl Records {
                 L4LB_ZONE.to_string(),
                 DCOS_ZONE.to_string(),
             ],
-            hosts: g.hosts.into_iter().collect(),
-            srvs: g.srvs.into_iter().collect(),
-            ptrs: g.ptrs,
+            hosts: sorted_map(g.maps.hosts),
+            srvs: sorted_map(g.maps.srvs),
+            ptrs: g.maps.ptrs,
             enumeration,
         }
     }
@@ -178,25 +179,8 @@ impl Records {
 // === impl Gen ===
 
 /// Mesos-DNS's record types, as `/v1/enumerate` names them.
-#[derive(Debug, Clone, Copy)]
-enum RType {
-    A,
-    Aaaa,
-    Srv,
-}
-
-impl RType {
-    fn of(ip: IpAddr) -> RType {
-        if ip.is_ipv4() { RType::A } else { RType::Aaaa }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            RType::A => "A",
-            RType::Aaaa => "AAAA",
-            RType::Srv => "SRV",
-        }
-    }
+fn rtype_of(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "A" } else { "AAAA" }
 }
 
 /// A framework as the task pass needs it: its names, computed once.
@@ -209,7 +193,96 @@ struct FrameworkNames<'s> {
     dcos: String,
 }
 
-/// The record generator: the maps being filled (hash maps while generating, sorted at the end).
+/// The maps being filled: hash maps while generating (keyed with [`FxHasher`]), sorted into
+/// `BTreeMap`s at the end.
+#[derive(Default)]
+struct Maps {
+    hosts: HashMap<String, BTreeSet<IpAddr>, Fx>,
+    srvs: HashMap<String, BTreeSet<Srv>, Fx>,
+    ptrs: BTreeMap<IpAddr, BTreeSet<String>>,
+}
+
+impl Maps {
+    /// Mesos-DNS `insertRR` (`rrs.add`) for A/AAAA: true when (name, ip) is new. A new name
+    /// that is not a valid DNS name is refused.
+    fn insert_ip(&mut self, name: &str, ip: IpAddr) -> bool {
+        if let Some(set) = self.hosts.get_mut(name) {
+            return set.insert(ip);
+        }
+        if !valid_name(name) {
+            return false;
+        }
+        self.hosts.insert(name.to_string(), BTreeSet::from([ip]));
+        true
+    }
+
+    /// Mesos-DNS `insertRR` for SRV: true when (name, target, port) is new. Callers pass only
+    /// valid targets ([`valid_name`]).
+    fn insert_srv(&mut self, name: &str, target: &str, port: u16) -> bool {
+        let srv = Srv {
+            target: target.to_string(),
+            port,
+        };
+        if let Some(set) = self.srvs.get_mut(name) {
+            return set.insert(srv);
+        }
+        if !valid_name(name) {
+            return false;
+        }
+        self.srvs.insert(name.to_string(), BTreeSet::from([srv]));
+        true
+    }
+
+    /// `insertTaskRR` for an address record (`text` is `ip` as text).
+    fn task_ip(&mut self, name: &str, ip: IpAddr, text: &str, out: &mut Vec<EnumerableRecord>) {
+        if self.insert_ip(name, ip) {
+            out.push(EnumerableRecord {
+                name: name.to_string(),
+                host: text.to_string(),
+                rtype: rtype_of(ip).to_string(),
+            });
+        }
+    }
+
+    /// `insertTaskRR` for an SRV record.
+    fn task_srv(&mut self, name: &str, target: &str, port: u16, out: &mut Vec<EnumerableRecord>) {
+        if self.insert_srv(name, target, port) {
+            let mut host = String::with_capacity(target.len() + 6);
+            host.push_str(target);
+            host.push(':');
+            push_u16(&mut host, port);
+            out.push(EnumerableRecord {
+                name: name.to_string(),
+                host,
+                rtype: "SRV".to_string(),
+            });
+        }
+    }
+}
+
+/// Reused buffers: names are built here and copied only when they are stored.
+#[derive(Default)]
+struct Scratch {
+    /// The record name being built.
+    name: String,
+    /// `canonical.domain.`
+    canon: String,
+    /// `canonical.slave.domain.`
+    slave: String,
+    /// Sanitised labels: task name, DiscoveryInfo protocol, port name.
+    label: String,
+    proto: String,
+    port_name: String,
+    /// The task IPs and their text (`ip_texts[..ips.len()]`), the agent IP as text.
+    ips: Vec<IpAddr>,
+    ip_texts: Vec<String>,
+    agent_text: String,
+    /// The last dcos-dns task name and its label.
+    dcos_raw: String,
+    dcos_label: String,
+}
+
+/// The record generator.
 struct Gen<'c> {
     config: &'c Config,
     spec: LabelSpec,
@@ -217,53 +290,28 @@ struct Gen<'c> {
     tail: String,
     /// `.slave.domain.`
     slave_tail: String,
-    hosts: HashMap<String, BTreeSet<IpAddr>>,
-    srvs: HashMap<String, BTreeSet<Srv>>,
-    ptrs: BTreeMap<IpAddr, BTreeSet<String>>,
-    /// Scratch buffer for names that are looked up more often than they are new.
-    buf: String,
+    maps: Maps,
+    sc: Scratch,
 }
 
 impl<'c> Gen<'c> {
-    fn new(config: &'c Config) -> Gen<'c> {
+    /// A generator for about `tasks` tasks (the maps are sized for them up front: no rehash).
+    fn new(config: &'c Config, tasks: usize) -> Gen<'c> {
         let domain = &config.dns.domain;
         Gen {
             config,
             spec: LabelSpec::from_enforce_rfc952(config.dns.enforce_rfc952),
             tail: format!(".{domain}."),
             slave_tail: format!(".slave.{domain}."),
-            hosts: HashMap::new(),
-            srvs: HashMap::new(),
-            ptrs: BTreeMap::new(),
-            buf: String::with_capacity(128),
+            maps: Maps {
+                // About 4 distinct names per task (the canonical names and the dcos-dns ones;
+                // task names and SRV names are shared by a service's tasks).
+                hosts: HashMap::with_capacity_and_hasher(tasks * 4 + 64, Fx::default()),
+                srvs: HashMap::with_capacity_and_hasher(tasks + 64, Fx::default()),
+                ptrs: BTreeMap::new(),
+            },
+            sc: Scratch::default(),
         }
-    }
-
-    /// Mesos-DNS `insertRR` for A/AAAA: true when (name, ip) is new.
-    fn insert_ip(&mut self, name: &str, ip: IpAddr) -> bool {
-        insert_ip(&mut self.hosts, name, ip)
-    }
-
-    /// Mesos-DNS `insertRR` for SRV: true when (name, target, port) is new. Callers pass only
-    /// valid targets ([`valid_name`]).
-    fn insert_srv(&mut self, name: &str, target: &str, port: u16) -> bool {
-        if let Some(set) = self.srvs.get_mut(name) {
-            return set.insert(Srv {
-                target: target.to_string(),
-                port,
-            });
-        }
-        if !valid_name(name) {
-            return false;
-        }
-        self.srvs.insert(
-            name.to_string(),
-            BTreeSet::from([Srv {
-                target: target.to_string(),
-                port,
-            }]),
-        );
-        true
     }
 
     /// `frameworkRecords`. Returns every framework's names, in ID order, for the task pass.
@@ -274,13 +322,11 @@ impl<'c> Gen<'c> {
             // `HostPort`: the pid's host and port, else the hostname without a port.
             let host = fw.pid_ip.or_else(|| fw.hostname.trim().parse().ok());
             if let Some(ip) = host.map(|ip| ip.to_canonical()) {
-                let mut a = String::with_capacity(frag.len() + self.tail.len());
-                a.push_str(&frag);
-                a.push_str(&self.tail);
-                self.insert_ip(&a, ip);
+                let a = format!("{frag}{}", self.tail);
+                self.maps.insert_ip(&a, ip);
                 if let Some(port) = fw.pid_port.filter(|_| valid_name(&a)) {
-                    let srv = format!("_framework._tcp.{a}");
-                    self.insert_srv(&srv, &a, port);
+                    self.maps
+                        .insert_srv(&format!("_framework._tcp.{a}"), &a, port);
                 }
             }
             out.push(FrameworkNames {
@@ -301,9 +347,9 @@ impl<'c> Gen<'c> {
             let Some(ip) = agent.ip.map(|ip| ip.to_canonical()) else {
                 continue;
             };
-            self.insert_ip(&a, ip);
+            self.maps.insert_ip(&a, ip);
             if let Some(port) = agent.port {
-                self.insert_srv(&srv, &a, port);
+                self.maps.insert_srv(&srv, &a, port);
             }
         }
     }
@@ -315,7 +361,7 @@ impl<'c> Gen<'c> {
             return;
         }
         let ns = format!("{}.", config.dns.soa_mname.trim_end_matches('.'));
-        self.insert_ip(&ns, ip);
+        self.maps.insert_ip(&ns, ip);
     }
 
     /// `masterRecord`. Returns the leader's IP when there is one.
@@ -326,38 +372,38 @@ impl<'c> Gen<'c> {
         let t = &self.tail;
         let (leader_name, all) = (format!("leader{t}"), format!("master{t}"));
         let (tcp, udp) = (format!("_leader._tcp{t}"), format!("_leader._udp{t}"));
-        self.insert_ip(&leader_name, ip);
-        self.insert_ip(&all, ip);
-        self.insert_srv(&tcp, &leader_name, port);
-        self.insert_srv(&udp, &leader_name, port);
+        let maps = &mut self.maps;
+        maps.insert_ip(&leader_name, ip);
+        maps.insert_ip(&all, ip);
+        maps.insert_srv(&tcp, &leader_name, port);
+        maps.insert_srv(&udp, &leader_name, port);
 
         let mut added_leader = false;
         let mut idx = 0usize;
         for (m_ip, m_port) in masters.iter().filter_map(|m| master_addr(m)) {
             let is_leader = m_ip == ip && m_port == port;
-            if !is_leader && !self.insert_ip(&all, m_ip) {
+            if !is_leader && !maps.insert_ip(&all, m_ip) {
                 continue; // a duplicate master
             }
             if is_leader && added_leader {
                 continue; // the leader listed twice
             }
-            let n = format!("master{idx}{}", self.tail);
-            self.insert_ip(&n, m_ip);
+            maps.insert_ip(&format!("master{idx}{t}"), m_ip);
             idx += 1;
             added_leader |= is_leader;
         }
         if !added_leader {
-            let n = format!("master{idx}{}", self.tail);
-            self.insert_ip(&n, ip);
+            maps.insert_ip(&format!("master{idx}{t}"), ip);
         }
         Some(ip)
     }
 
     /// dcos-dns `leader_record` and `master_records` for `dcos.thisdcos.directory.`.
     fn dcos_master_records(&mut self, leader: IpAddr) {
-        self.insert_ip(&format!("leader.{DCOS_ZONE}"), leader);
+        self.maps.insert_ip(&format!("leader.{DCOS_ZONE}"), leader);
         let all = format!("master{}", self.tail);
         let ips: Vec<IpAddr> = self
+            .maps
             .hosts
             .get(&all)
             .into_iter()
@@ -366,7 +412,7 @@ impl<'c> Gen<'c> {
             .collect();
         let name = format!("master.{DCOS_ZONE}");
         for ip in ips {
-            self.insert_ip(&name, ip);
+            self.maps.insert_ip(&name, ip);
         }
     }
 
@@ -377,13 +423,12 @@ impl<'c> Gen<'c> {
         frameworks: &[FrameworkNames<'_>],
     ) -> Enumeration {
         // Running tasks on known agents, grouped by framework (each group in task-ID order).
-        let mut by_fw: HashMap<&str, Vec<&Task>> = HashMap::with_capacity(frameworks.len());
+        let mut by_fw: HashMap<&str, Vec<&Task>, Fx> = HashMap::default();
         for task in state.tasks.values() {
             if task.state == TaskState::Running && state.agents.contains_key(&task.agent_id) {
                 by_fw.entry(&task.framework_id).or_default().push(task);
             }
         }
-        let mut ips = Vec::new();
         let mut enumeration = Enumeration {
             frameworks: Vec::with_capacity(frameworks.len()),
         };
@@ -399,13 +444,12 @@ impl<'c> Gen<'c> {
                     .get(&task.agent_id)
                     .and_then(|a| a.ip)
                     .map(|ip| ip.to_canonical());
-                task_ips(task, agent_ip, &self.config.dns.ip_sources, &mut ips);
                 let mut et = EnumerableTask {
                     name: task.name.clone(),
                     id: task.id.clone(),
-                    records: Vec::new(),
+                    records: Vec::with_capacity(16),
                 };
-                self.task_record(task, fw, agent_ip, &ips, &mut et.records);
+                self.task_record(task, fw, agent_ip, &mut et.records);
                 self.dcos_task_records(task, fw, agent_ip);
                 efw.tasks.push(et);
             }
@@ -414,148 +458,154 @@ impl<'c> Gen<'c> {
         enumeration
     }
 
-    /// `taskRecord`: the legacy pass with the raw DiscoveryInfo name, then the sanitised pass.
+    /// `taskRecord`: the legacy pass with the raw DiscoveryInfo name, then the sanitised pass;
+    /// then the PTRs of the task's container IPs.
     fn task_record(
         &mut self,
         task: &Task,
         fw: &FrameworkNames<'_>,
         agent_ip: Option<IpAddr>,
-        ips: &[IpAddr],
         out: &mut Vec<EnumerableRecord>,
     ) {
+        let sc = &mut self.sc;
+        task_ips(task, agent_ip, &self.config.dns.ip_sources, &mut sc.ips);
+        while sc.ip_texts.len() < sc.ips.len() {
+            sc.ip_texts.push(String::new());
+        }
+        for (ip, text) in sc.ips.iter().zip(sc.ip_texts.iter_mut()) {
+            text.clear();
+            let _ = write!(text, "{ip}");
+        }
+        sc.agent_text.clear();
+        if let Some(ip) = agent_ip {
+            let _ = write!(sc.agent_text, "{ip}");
+        }
         let di_name = task
             .discovery
             .as_ref()
             .and_then(|d| d.name.as_deref())
             .filter(|n| !n.is_empty());
-        let ctx = TaskCtx {
+        let pass = Pass {
             task,
             fw,
             agent_ip,
-            ips,
-            ip_texts: ips.iter().map(IpAddr::to_string).collect(),
-            agent_text: agent_ip.map(|ip| ip.to_string()),
             has_di: di_name.is_some(),
         };
-        let name = match di_name {
-            Some(raw) => {
-                self.task_context_record(&ctx, raw, out);
-                names::label(raw, self.spec)
-            }
-            None => names::label(&task.name, self.spec),
-        };
-        let canonical = self.task_context_record(&ctx, &name, out);
-        for &ip in ips {
-            if Some(ip) != agent_ip && valid_name(&canonical) {
-                self.ptrs.entry(ip).or_default().insert(canonical.clone());
+        let mut label = std::mem::take(&mut self.sc.label);
+        label.clear();
+        names::push_label(&mut label, di_name.unwrap_or(&task.name), self.spec);
+        if let Some(raw) = di_name
+            && raw != label
+        {
+            // A raw name that is already its label makes exactly the same records twice: the
+            // second pass would add nothing.
+            self.task_context_record(&pass, raw, out);
+        }
+        self.task_context_record(&pass, &label, out);
+        self.sc.label = label;
+
+        // `canonical.domain.` of the sanitised pass is still in `sc.canon`.
+        let (sc, maps) = (&self.sc, &mut self.maps);
+        if valid_name(&sc.canon) {
+            for &ip in sc.ips.iter().filter(|&&ip| Some(ip) != agent_ip) {
+                let names = maps.ptrs.entry(ip).or_default();
+                if !names.contains(&sc.canon) {
+                    names.insert(sc.canon.clone());
+                }
             }
         }
     }
 
-    /// `taskContextRecord` for one task name; returns `canonical.domain.`.
-    fn task_context_record(
-        &mut self,
-        ctx: &TaskCtx<'_>,
-        name: &str,
-        out: &mut Vec<EnumerableRecord>,
-    ) -> String {
-        let frag = &ctx.fw.frag;
-        let mut canonical = String::with_capacity(name.len() + frag.len() + 24);
-        names::push_canonical_label(&mut canonical, name, &ctx.task.id, &ctx.task.agent_id);
-        canonical.push('.');
-        canonical.push_str(frag);
-        let canonical_len = canonical.len();
+    /// `taskContextRecord` for one task name. Leaves `canonical.domain.` in `sc.canon`.
+    fn task_context_record(&mut self, p: &Pass<'_>, name: &str, out: &mut Vec<EnumerableRecord>) {
+        let Gen {
+            spec,
+            tail,
+            slave_tail,
+            maps,
+            sc,
+            ..
+        } = self;
+        let (tail, slave_tail, spec) = (tail.as_str(), slave_tail.as_str(), *spec);
+        let frag = p.fw.frag.as_str();
+        sc.canon.clear();
+        names::push_canonical_label(&mut sc.canon, name, &p.task.id, &p.task.agent_id);
+        sc.canon.push('.');
+        sc.canon.push_str(frag);
+        sc.slave.clear();
+        sc.slave.push_str(&sc.canon);
+        sc.slave.push_str(slave_tail);
+        sc.canon.push_str(tail);
 
-        // A/AAAA: `task.framework.domain.` and `canonical.domain.` → task IPs.
-        if !ctx.ips.is_empty() {
-            let arec = join3(name, ".", frag, &self.tail);
-            canonical.push_str(&self.tail);
-            for (&ip, text) in ctx.ips.iter().zip(&ctx.ip_texts) {
-                self.task_ip(&arec, ip, text, out);
-                self.task_ip(&canonical, ip, text, out);
+        // A/AAAA: `task.framework.domain.` and `canonical.domain.` → the task IPs.
+        if !sc.ips.is_empty() {
+            set(&mut sc.name, &[name, ".", frag, tail]);
+            for (&ip, text) in sc.ips.iter().zip(&sc.ip_texts) {
+                maps.task_ip(&sc.name, ip, text, out);
+                maps.task_ip(&sc.canon, ip, text, out);
             }
-            canonical.truncate(canonical_len);
         }
         // `….slave.domain.` → the agent IP.
-        canonical.push_str(&self.slave_tail);
-        let slave_target = canonical.clone();
-        canonical.truncate(canonical_len);
-        if let (Some(ip), Some(text)) = (ctx.agent_ip, &ctx.agent_text) {
-            let arec = join3(name, ".", frag, &self.slave_tail);
-            self.task_ip(&arec, ip, text, out);
-            self.task_ip(&slave_target, ip, text, out);
+        if let Some(ip) = p.agent_ip {
+            set(&mut sc.name, &[name, ".", frag, slave_tail]);
+            maps.task_ip(&sc.name, ip, &sc.agent_text, out);
+            maps.task_ip(&sc.slave, ip, &sc.agent_text, out);
         }
 
         // SRV per host port: `_task._tcp|_udp.framework.slave.domain.` (and without `.slave`
         // when there is no DiscoveryInfo) → `canonical.slave.domain.:port`.
-        if !ctx.task.host_ports.is_empty() && valid_name(&slave_target) {
-            let mut srv_names = Vec::with_capacity(4);
-            let tails: &[&str] = if ctx.has_di {
-                &[&self.slave_tail]
+        if !p.task.host_ports.is_empty() && valid_name(&sc.slave) {
+            let tails: &[&str] = if p.has_di {
+                &[slave_tail]
             } else {
-                &[&self.slave_tail, &self.tail]
+                &[slave_tail, tail]
             };
-            for t in tails {
-                for proto in ["_tcp.", "_udp."] {
-                    srv_names.push(srv_name(None, name, proto, frag, t));
-                }
-            }
-            for &port in &ctx.task.host_ports {
-                for n in &srv_names {
-                    self.task_srv(n, &slave_target, port, out);
-                }
-            }
-        }
-
-        canonical.push_str(&self.tail);
-        // SRV per DiscoveryInfo port (`withProtocol`, `withNamedPort`) → `canonical.domain.`.
-        if ctx.has_di
-            && valid_name(&canonical)
-            && let Some(di) = &ctx.task.discovery
-        {
-            for port in &di.ports {
-                let proto = names::label(&port.protocol, self.spec);
-                let protos: Vec<String> = if proto.is_empty() {
-                    vec!["_tcp.".into(), "_udp.".into()]
-                } else {
-                    vec![format!("_{proto}.")]
-                };
-                let port_name = names::label(port.name.as_deref().unwrap_or(""), self.spec);
-                let prefixes: &[Option<&str>] = if port_name.is_empty() {
-                    &[None]
-                } else {
-                    &[None, Some(&port_name)]
-                };
-                for prefix in prefixes {
-                    for p in &protos {
-                        let n = srv_name(*prefix, name, p, frag, &self.tail);
-                        self.task_srv(&n, &canonical, port.number, out);
+            for &port in &p.task.host_ports {
+                for t in tails {
+                    for proto in ["tcp", "udp"] {
+                        set(&mut sc.name, &["_", name, "._", proto, ".", frag, t]);
+                        maps.task_srv(&sc.name, &sc.slave, port, out);
                     }
                 }
             }
         }
-        canonical
-    }
 
-    /// `insertTaskRR` for an address record.
-    fn task_ip(&mut self, name: &str, ip: IpAddr, text: &str, out: &mut Vec<EnumerableRecord>) {
-        if self.insert_ip(name, ip) {
-            out.push(EnumerableRecord {
-                name: name.to_string(),
-                host: text.to_string(),
-                rtype: RType::of(ip).as_str().to_string(),
-            });
+        // SRV per DiscoveryInfo port (`withProtocol`, then `withNamedPort`: first the names
+        // without the port name, then with it) → `canonical.domain.:number`.
+        let Some(di) = p.task.discovery.as_ref().filter(|_| p.has_di) else {
+            return;
+        };
+        if !valid_name(&sc.canon) {
+            return;
         }
-    }
-
-    /// `insertTaskRR` for an SRV record.
-    fn task_srv(&mut self, name: &str, target: &str, port: u16, out: &mut Vec<EnumerableRecord>) {
-        if self.insert_srv(name, target, port) {
-            out.push(EnumerableRecord {
-                name: name.to_string(),
-                host: format!("{target}:{port}"),
-                rtype: RType::Srv.as_str().to_string(),
-            });
+        for port in &di.ports {
+            sc.proto.clear();
+            names::push_label(&mut sc.proto, &port.protocol, spec);
+            sc.port_name.clear();
+            names::push_label(&mut sc.port_name, port.name.as_deref().unwrap_or(""), spec);
+            let protos: [&str; 2] = if sc.proto.is_empty() {
+                ["tcp", "udp"]
+            } else {
+                [sc.proto.as_str(), ""]
+            };
+            let prefixes: [&str; 2] = ["", sc.port_name.as_str()];
+            for (i, prefix) in prefixes.iter().enumerate() {
+                if i == 1 && prefix.is_empty() {
+                    continue;
+                }
+                for proto in protos.iter().filter(|p| !p.is_empty()) {
+                    let (pre, dot) = if prefix.is_empty() {
+                        ("", "")
+                    } else {
+                        ("_", ".")
+                    };
+                    set(
+                        &mut sc.name,
+                        &[pre, prefix, dot, "_", name, "._", proto, ".", frag, tail],
+                    );
+                    maps.task_srv(&sc.name, &sc.canon, port.number, out);
+                }
+            }
         }
     }
 
@@ -575,76 +625,63 @@ impl<'c> Gen<'c> {
             .as_ref()
             .and_then(|d| d.name.as_deref())
             .unwrap_or(&task.name);
-        let label = names::dcos_label(raw);
-        if label.is_empty() || fw.dcos.is_empty() {
+        let sc = &mut self.sc;
+        // Tasks of one service come one after another (task IDs start with the service name):
+        // the last label is usually the one needed.
+        if sc.dcos_raw != raw {
+            sc.dcos_raw.clear();
+            sc.dcos_raw.push_str(raw);
+            sc.dcos_label = names::dcos_label(raw);
+        }
+        if sc.dcos_label.is_empty() || fw.dcos.is_empty() {
             return;
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut name = |kind: &str| {
-            buf.clear();
-            for part in [label.as_str(), ".", &fw.dcos, ".", kind, ".", DCOS_ZONE] {
-                buf.push_str(part);
-            }
-            buf.clone()
-        };
-        let (agent, container, auto) = (name("agentip"), name("containerip"), name("autoip"));
-        self.buf = buf;
-        self.insert_ip(&agent, agent_ip);
+        let maps = &mut self.maps;
+        let base = [sc.dcos_label.as_str(), ".", &fw.dcos, "."];
+        set(&mut sc.name, &base);
+        sc.name.push_str("agentip.");
+        sc.name.push_str(DCOS_ZONE);
+        maps.insert_ip(&sc.name, agent_ip);
+        set(&mut sc.name, &base);
+        sc.name.push_str("containerip.");
+        sc.name.push_str(DCOS_ZONE);
         for &ip in &task.netinfo_ips {
-            self.insert_ip(&container, ip.to_canonical());
+            maps.insert_ip(&sc.name, ip.to_canonical());
         }
+        set(&mut sc.name, &base);
+        sc.name.push_str("autoip.");
+        sc.name.push_str(DCOS_ZONE);
         if task.ports.iter().any(|p| p.host_port.is_some()) {
-            self.insert_ip(&auto, agent_ip);
+            maps.insert_ip(&sc.name, agent_ip);
         } else {
             for &ip in &task.netinfo_ips {
-                self.insert_ip(&auto, ip.to_canonical());
+                maps.insert_ip(&sc.name, ip.to_canonical());
             }
         }
     }
 
     /// Named-VIP names and their PTRs.
     fn vip_records(&mut self, snapshot: &Snapshot) {
-        let published: HashSet<IpAddr> = snapshot.vips.iter().map(|v| v.key.ip).collect();
+        let published: HashSet<IpAddr, Fx> = snapshot.vips.iter().map(|v| v.key.ip).collect();
         for nv in snapshot.named.values() {
             let name = format!("{}.", nv.fqdn.trim_end_matches('.'));
             let v4 = IpAddr::V4(nv.ipv4);
             for ip in std::iter::once(v4).chain(nv.ipv6.map(IpAddr::V6)) {
-                if published.contains(&ip) && self.insert_ip(&name, ip) {
-                    self.ptrs.entry(ip).or_default().insert(name.clone());
+                if published.contains(&ip) && self.maps.insert_ip(&name, ip) {
+                    self.maps.ptrs.entry(ip).or_default().insert(name.clone());
                 }
             }
         }
     }
 }
 
-/// What every name pass of one task shares.
-struct TaskCtx<'a> {
+/// What both name passes of one task share.
+struct Pass<'a> {
     task: &'a Task,
     fw: &'a FrameworkNames<'a>,
     agent_ip: Option<IpAddr>,
-    /// Task IPs from the first `dns.ip_sources` entry that yields any, and their text.
-    ips: &'a [IpAddr],
-    ip_texts: Vec<String>,
-    agent_text: Option<String>,
     /// `HasDiscoveryInfo`: a DiscoveryInfo with a non-empty name.
     has_di: bool,
-}
-
-/// `rrs.add` on the address map, with the name check for new names.
-fn insert_ip(map: &mut HashMap<String, BTreeSet<IpAddr>>, name: &str, ip: IpAddr) -> bool {
-    if let Some(set) = map.get_mut(name) {
-        return set.insert(ip);
-    }
-    if !valid_name(name) {
-        return false;
-    }
-    match map.entry(name.to_string()) {
-        Entry::Occupied(mut e) => e.get_mut().insert(ip),
-        Entry::Vacant(e) => {
-            e.insert(BTreeSet::from([ip]));
-            true
-        }
-    }
 }
 
 /// `Task.IPs(ipSources...)`: the IPs of the first source that yields any, into `out`.
@@ -674,42 +711,125 @@ fn master_addr(url: &str) -> Option<(IpAddr, u16)> {
     Some((ip.to_canonical(), uri.port_u16().unwrap_or(80)))
 }
 
-/// `a + b + c + d` in one allocation.
-fn join3(a: &str, b: &str, c: &str, d: &str) -> String {
-    let mut s = String::with_capacity(a.len() + b.len() + c.len() + d.len());
-    for part in [a, b, c, d] {
-        s.push_str(part);
-    }
-    s
+/// The entries of `map` as a `BTreeMap`: sorted unstably (keys are unique), then bulk-built.
+fn sorted_map<V>(map: HashMap<String, V, Fx>) -> BTreeMap<String, V> {
+    let mut v: Vec<(String, V)> = map.into_iter().collect();
+    v.sort_unstable_by(|a, b| str_cmp(&a.0, &b.0));
+    v.into_iter().collect()
 }
 
-/// `[_prefix.]_task._proto.framework<tail>` (`proto` given as `_tcp.`).
-fn srv_name(prefix: Option<&str>, task: &str, proto: &str, frag: &str, tail: &str) -> String {
-    let mut s = String::with_capacity(task.len() + frag.len() + tail.len() + 32);
-    if let Some(p) = prefix {
-        s.push('_');
-        s.push_str(p);
-        s.push('.');
+/// `a.cmp(b)`, deciding on the first 8 bytes in registers when they differ (most names of a
+/// large zone do; a `memcmp` call per comparison showed in profiles).
+fn str_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if let (Some(pa), Some(pb)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        let (x, y) = (u64::from_be_bytes(*pa), u64::from_be_bytes(*pb));
+        if x != y {
+            return x.cmp(&y);
+        }
     }
-    s.push('_');
-    s.push_str(task);
-    s.push('.');
-    s.push_str(proto);
-    s.push_str(frag);
-    s.push_str(tail);
-    s
+    a.cmp(b)
+}
+
+/// Sets `buf` to the concatenation of `parts`.
+fn set(buf: &mut String, parts: &[&str]) {
+    buf.clear();
+    for part in parts {
+        buf.push_str(part);
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_u16(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Whether `name` (absolute, with the trailing dot) can be served: 1 to 63 bytes per label,
-/// at most 253 characters without the final dot, printable ASCII other than `\`.
+/// at most 253 characters without the final dot, printable ASCII other than `\`. One pass.
 fn valid_name(name: &str) -> bool {
-    let Some(body) = name.strip_suffix('.') else {
+    let Some((b'.', body)) = name.as_bytes().split_last() else {
         return false;
     };
-    !body.is_empty()
-        && body.len() <= 253
-        && body.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
-        && body.split('.').all(|l| !l.is_empty() && l.len() <= 63)
+    if body.is_empty() || body.len() > 253 {
+        return false;
+    }
+    let mut label = 0usize;
+    for &c in body {
+        if c == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else if c.is_ascii_graphic() && c != b'\\' && label < 63 {
+            label += 1;
+        } else {
+            return false;
+        }
+    }
+    label > 0
+}
+
+// === impl FxHasher ===
+
+/// The hasher of the generator's maps: rustc's Fx hash (multiply-rotate over 8-byte words), a
+/// few times faster than SipHash on the short names hashed here (it showed at 8% of a build).
+/// Not collision-resistant against crafted keys: names come from the cluster's own frameworks
+/// and tasks, and a collision costs time, never correctness.
+#[derive(Default, Clone, Copy)]
+struct FxHasher {
+    hash: u64,
+}
+
+type Fx = BuildHasherDefault<FxHasher>;
+
+impl FxHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash.rotate_left(26)
+    }
 }
 
 #[cfg(test)]
