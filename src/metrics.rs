@@ -54,6 +54,27 @@ pub const DNS_ZONE_SWAPS_TOTAL: &str = "ferryman_dns_zone_swaps_total";
 /// Time to build the zone from a snapshot.
 pub const DNS_ZONE_BUILD_DURATION_SECONDS: &str = "ferryman_dns_zone_build_duration_seconds";
 
+/// Per-backend L4 metrics, read from the backends' atomics at scrape time by the collector in
+/// `health::collector` (registered once in [`Metrics::registry`]), labelled by `vip`
+/// (`tcp://11.0.0.1:80`, a service port as `tcp://127.0.0.1:10000`) and `backend` (`ip:port`).
+/// A backend serving several VIPs shows the same values under each.
+///
+/// Connections (or UDP flows) opened to a backend.
+pub const L4_BACKEND_CONNECTIONS_TOTAL: &str = "ferryman_l4_backend_connections_total";
+/// Connections (or UDP flows) open to a backend now.
+pub const L4_BACKEND_ACTIVE_CONNECTIONS: &str = "ferryman_l4_backend_active_connections";
+/// Bytes from clients sent to a backend.
+pub const L4_BACKEND_IN_BYTES_TOTAL: &str = "ferryman_l4_backend_in_bytes_total";
+/// Bytes from a backend sent to clients.
+pub const L4_BACKEND_OUT_BYTES_TOTAL: &str = "ferryman_l4_backend_out_bytes_total";
+/// Failed connects to a backend (refused, timed out, unreachable).
+pub const L4_BACKEND_CONNECT_FAILURES_TOTAL: &str = "ferryman_l4_backend_connect_failures_total";
+/// 1 when a backend takes new connections as far as health goes, 0 when ejected or failed by
+/// active checks.
+pub const L4_BACKEND_UP: &str = "ferryman_l4_backend_up";
+/// Ejections of a backend by passive outlier detection.
+pub const L4_BACKEND_EJECTIONS_TOTAL: &str = "ferryman_l4_backend_ejections_total";
+
 /// All metric handles. Get them with [`metrics()`].
 pub struct Metrics {
     pub registry: Registry,
