@@ -62,6 +62,8 @@ struct AdminState {
     config: Arc<Config>,
     /// The DNS record set being served (Mesos-DNS HTTP API).
     records: crate::dns::RecordsHandle,
+    /// Live backend health and counters (`/v1/vips`).
+    health: crate::health::Registry,
 }
 
 // === serve ===
@@ -74,12 +76,14 @@ pub async fn serve(
     snapshots: Snapshots,
     config: Arc<Config>,
     records: crate::dns::RecordsHandle,
+    health: crate::health::Registry,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let state = Arc::new(AdminState {
         snapshots,
         config,
         records,
+        health,
     });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns: JoinSet<()> = JoinSet::new();
@@ -281,7 +285,10 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
                 )
             }
         },
-        Route::Vips => json(StatusCode::OK, vips_json(&state.snapshots.load())),
+        Route::Vips => json(
+            StatusCode::OK,
+            vips_json(&state.snapshots.load(), &state.health.snapshot_view()),
+        ),
         Route::Metrics => respond(
             StatusCode::OK,
             METRICS_CONTENT_TYPE,
@@ -378,8 +385,10 @@ struct BackendView {
     active: u64,
 }
 
-/// The `/v1/vips` JSON array for `snapshot`, in the snapshot's (sorted) order.
-pub fn vips_json(snapshot: &Snapshot) -> String {
+/// The `/v1/vips` JSON array for `snapshot`, in the snapshot's (sorted) order, with each backend's
+/// live health (`up`, or `down` when ejected or failed by active checks) and active connections
+/// from `health` (a backend it does not know, e.g. with L4 off: `up`, 0).
+pub fn vips_json(snapshot: &Snapshot, health: &crate::health::HealthView) -> String {
     let view: Vec<VipView<'_>> = snapshot
         .vips
         .iter()
@@ -391,14 +400,18 @@ pub fn vips_json(snapshot: &Snapshot) -> String {
             backends: v
                 .backends
                 .iter()
-                .map(|b| BackendView {
-                    ip: b.ip,
-                    port: b.port,
-                    weight: b.weight,
-                    // Always "up" for now: the health overlay (`health/`) is not wired in yet.
-                    health: "up",
-                    // Always 0 for now: the user-space L4 proxy does not count connections yet.
-                    active: 0,
+                .map(|b| {
+                    let live = health.get(b.id);
+                    BackendView {
+                        ip: b.ip,
+                        port: b.port,
+                        weight: b.weight,
+                        health: match live {
+                            Some(v) if !v.health.is_up() => "down",
+                            _ => "up",
+                        },
+                        active: live.map_or(0, |v| u64::from(v.active)),
+                    }
                 })
                 .collect(),
         })
@@ -470,7 +483,8 @@ mod tests {
 
     #[test]
     fn vips_render_in_the_contract_shape() {
-        let got: serde_json::Value = serde_json::from_str(&vips_json(&snapshot())).unwrap();
+        let got: serde_json::Value =
+            serde_json::from_str(&vips_json(&snapshot(), &Default::default())).unwrap();
         let want = serde_json::json!([
             {"protocol": "tcp", "ip": "10.10.0.1", "port": 5000, "name": null,
              "backends": [{"ip": "127.0.0.1", "port": 8003, "weight": 1, "health": "up", "active": 0}]},
@@ -487,7 +501,7 @@ mod tests {
 
     #[test]
     fn vips_of_the_empty_snapshot_are_an_empty_array() {
-        assert_eq!(vips_json(&Snapshot::empty()), "[]");
+        assert_eq!(vips_json(&Snapshot::empty(), &Default::default()), "[]");
     }
 
     #[test]
@@ -510,6 +524,7 @@ mod tests {
                 snapshots,
                 config,
                 records: Default::default(),
+                health: crate::health::Registry::new(Default::default()),
             },
         )
     }
@@ -765,6 +780,7 @@ mod tests {
             s.snapshots,
             s.config,
             s.records,
+            s.health,
             token.clone(),
         ));
 

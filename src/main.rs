@@ -15,9 +15,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use ferryman::config::Config;
+use ferryman::config::{Config, L4Mode};
+use ferryman::health::{HealthPolicy, Registry};
 use ferryman::model::Publisher;
-use ferryman::{admin, discovery, dns};
+use ferryman::{admin, discovery, dns, l4};
 
 /// How long running tasks get to finish after a shutdown signal.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -88,13 +89,27 @@ fn cleanup(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // The user-space data paths leave nothing on the host; the VIP link and BPF pins are created
-    // by the L4 fast path, which removes them here once it exists.
-    tracing::info!(
-        link = config.l4.link.as_deref().unwrap_or(""),
-        bpf_pin_dir = %config.l4.bpf_pin_dir.display(),
-        "nothing to clean up"
-    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferryman: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // The VIP link (with every VIP address on it). BPF pins belong to the L4 fast path, which
+    // removes them here once it exists.
+    let link = config.l4.link.as_deref().unwrap_or("");
+    match runtime.block_on(l4::cleanup(&config.l4)) {
+        Ok(true) => tracing::info!(link, "removed the VIP link"),
+        Ok(false) => tracing::info!(link, "no VIP link to remove"),
+        Err(e) => {
+            tracing::error!(error = %e, "cleanup failed");
+            return ExitCode::from(1);
+        }
+    }
     ExitCode::SUCCESS
 }
 
@@ -164,11 +179,34 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
                 .context("dns server stopped")
         });
     }
+    let registry = Registry::new(HealthPolicy::from_config(&config.l4));
+    match config.l4.mode {
+        // The eBPF fast path is not built yet: auto means user space for now.
+        L4Mode::Userspace | L4Mode::Auto => {
+            let (config, token, snapshots, registry) = (
+                config.clone(),
+                shutdown.child_token(),
+                snapshots.clone(),
+                registry.clone(),
+            );
+            tasks.spawn(async move {
+                l4::run(config, snapshots, registry, token)
+                    .await
+                    .context("l4 stopped")
+            });
+        }
+        L4Mode::Ebpf => {
+            tracing::warn!(
+                "l4.mode = \"ebpf\": the eBPF fast path is not available yet; no L4 balancing"
+            )
+        }
+        L4Mode::Off => {}
+    }
     {
         let (config, token, snapshots) =
             (config.clone(), shutdown.child_token(), snapshots.clone());
         tasks.spawn(async move {
-            admin::serve(admin_listener, snapshots, config, records, token)
+            admin::serve(admin_listener, snapshots, config, records, registry, token)
                 .await
                 .context("admin server stopped")
         });

@@ -75,6 +75,19 @@ pub const L4_BACKEND_UP: &str = "ferryman_l4_backend_up";
 /// Ejections of a backend by passive outlier detection.
 pub const L4_BACKEND_EJECTIONS_TOTAL: &str = "ferryman_l4_backend_ejections_total";
 
+/// L4 listeners running, by `protocol` (`tcp`, `udp`) and `kind` (`vip`, `service`).
+pub const L4_LISTENERS: &str = "ferryman_l4_listeners";
+/// VIP listeners not started because the VIP link cannot be managed (no CAP_NET_ADMIN, or no
+/// `l4.link`).
+pub const L4_VIP_LISTENERS_SKIPPED: &str = "ferryman_l4_vip_listeners_skipped";
+/// L4 connections (or UDP datagrams opening a flow) refused, by `reason` (`max_connections`,
+/// `no_backend`, `connect_failed`).
+pub const L4_REFUSED_TOTAL: &str = "ferryman_l4_refused_total";
+/// UDP flows open now.
+pub const L4_UDP_FLOWS: &str = "ferryman_l4_udp_flows";
+/// UDP flows evicted to make room (`l4.udp_max_flows` reached).
+pub const L4_UDP_FLOWS_EVICTED_TOTAL: &str = "ferryman_l4_udp_flows_evicted_total";
+
 /// All metric handles. Get them with [`metrics()`].
 pub struct Metrics {
     pub registry: Registry,
@@ -98,6 +111,11 @@ pub struct Metrics {
     pub dns_zone_records: IntGaugeVec,
     pub dns_zone_swaps: prometheus::IntCounter,
     pub dns_zone_build_duration: Histogram,
+    pub l4_listeners: IntGaugeVec,
+    pub l4_vip_listeners_skipped: IntGauge,
+    pub l4_refused: IntCounterVec,
+    pub l4_udp_flows: IntGauge,
+    pub l4_udp_flows_evicted: prometheus::IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -241,6 +259,27 @@ impl Metrics {
                 .buckets(DURATION_BUCKETS.to_vec()),
             )
             .expect("valid metric"),
+            l4_listeners: IntGaugeVec::new(
+                Opts::new(L4_LISTENERS, "L4 listeners running."),
+                &["protocol", "kind"],
+            )
+            .expect("valid metric"),
+            l4_vip_listeners_skipped: IntGauge::new(
+                L4_VIP_LISTENERS_SKIPPED,
+                "VIP listeners not started because the VIP link cannot be managed.",
+            )
+            .expect("valid metric"),
+            l4_refused: IntCounterVec::new(
+                Opts::new(L4_REFUSED_TOTAL, "L4 connections refused, by reason."),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            l4_udp_flows: IntGauge::new(L4_UDP_FLOWS, "UDP flows open now.").expect("valid metric"),
+            l4_udp_flows_evicted: prometheus::IntCounter::new(
+                L4_UDP_FLOWS_EVICTED_TOTAL,
+                "UDP flows evicted because l4.udp_max_flows was reached.",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &m.registry;
@@ -283,6 +322,16 @@ impl Metrics {
         r.register(Box::new(m.dns_zone_swaps.clone()))
             .expect("unique metric");
         r.register(Box::new(m.dns_zone_build_duration.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l4_listeners.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l4_vip_listeners_skipped.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l4_refused.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l4_udp_flows.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l4_udp_flows_evicted.clone()))
             .expect("unique metric");
         m
     }
