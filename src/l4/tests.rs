@@ -672,3 +672,233 @@ fn service_ports_follow_marathon_lb_group_and_mode() {
     snap.state = Arc::new(state);
     assert!(targets(&snap, &settings(), true).is_empty());
 }
+
+// === VIP link (root: each test makes its own network namespace and removes it) ===
+
+mod netns {
+    use std::collections::BTreeSet;
+    use std::net::IpAddr;
+    use std::os::fd::AsFd as _;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::l4::link::{self, Kind as LinkKind, Link};
+    use crate::model::{Vip, VipKey};
+
+    /// A network namespace of the test's own, deleted on drop.
+    pub struct Netns {
+        pub name: String,
+    }
+
+    impl Netns {
+        /// `None` (test skipped) without root or `ip`.
+        pub fn new(tag: &str) -> Option<Netns> {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let caps = rustix::thread::capabilities(None).map(|c| c.effective);
+            let need =
+                rustix::thread::CapabilitySet::NET_ADMIN | rustix::thread::CapabilitySet::SYS_ADMIN;
+            if !caps.is_ok_and(|c| c.contains(need)) {
+                eprintln!("skipped: needs CAP_NET_ADMIN and CAP_SYS_ADMIN (root)");
+                return None;
+            }
+            let name = format!(
+                "fm-l4-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            );
+            let ok = Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("skipped: cannot create a network namespace");
+                return None;
+            }
+            let ns = Netns { name };
+            assert!(ns.ip(&["link", "set", "lo", "up"]).0);
+            Some(ns)
+        }
+
+        /// `ip -n NS args…`: (success, stdout).
+        pub fn ip(&self, args: &[&str]) -> (bool, String) {
+            let out = Command::new("ip")
+                .args(["-n", &self.name])
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+
+        /// Runs `f` on a thread inside the namespace, on a runtime of its own.
+        pub fn run<T: Send, F: Future<Output = T>>(&self, f: impl FnOnce() -> F + Send) -> T {
+            let path = format!("/run/netns/{}", self.name);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let file = std::fs::File::open(&path).unwrap();
+                    rustix::thread::move_into_link_name_space(
+                        file.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .unwrap();
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(f())
+                })
+                .join()
+                .unwrap()
+            })
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .status();
+        }
+    }
+
+    fn vip_snapshot(version: u64, vips: &[(Protocol, &str, u16, SocketAddr)]) -> Snapshot {
+        Snapshot {
+            version,
+            vips: vips
+                .iter()
+                .map(|(protocol, ip, port, b)| {
+                    Arc::new(Vip {
+                        key: VipKey {
+                            protocol: *protocol,
+                            ip: ip.parse().unwrap(),
+                            port: *port,
+                        },
+                        name: None,
+                        label: None,
+                        backends: vec![backend(*b)],
+                    })
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vip_link_addresses_and_listeners_in_a_namespace() {
+        let Some(ns) = Netns::new("vip") else { return };
+        ns.run(|| async {
+            let l = Link::ensure("fmtest0").await.unwrap();
+            // This machine's kernel has no dummy driver: the bridge fallback is taken.
+            let dummy_ok = Command::new("ip")
+                .args(["-n", &ns.name, "link", "add", "fmprobe0", "type", "dummy"])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            let _ = ns.ip(&["link", "del", "fmprobe0"]);
+            let want_kind = if dummy_ok {
+                LinkKind::Dummy
+            } else {
+                LinkKind::Bridge
+            };
+            assert_eq!(l.kind(), want_kind);
+            let (_, details) = ns.ip(&["-d", "-o", "link", "show", "fmtest0"]);
+            assert!(
+                details.contains(if dummy_ok { "dummy" } else { "bridge" }),
+                "{details}"
+            );
+            assert!(details.contains(",UP"), "link is up: {details}");
+            // Idempotent.
+            assert_eq!(
+                Link::ensure("fmtest0").await.unwrap().kind(),
+                LinkKind::Existing
+            );
+
+            let v4: IpAddr = "11.0.0.5".parse().unwrap();
+            let v6: IpAddr = "fd01:c::5".parse().unwrap();
+            assert_eq!(l.sync(&BTreeSet::from([v4, v6])).await.unwrap(), (2, 0));
+            let (_, addrs) = ns.ip(&["-o", "addr", "show", "dev", "fmtest0"]);
+            assert!(addrs.contains("11.0.0.5/32"), "{addrs}");
+            assert!(addrs.contains("fd01:c::5/128"), "{addrs}");
+            assert_eq!(l.sync(&BTreeSet::from([v4, v6])).await.unwrap(), (0, 0));
+
+            // TCP and UDP VIP listeners on those addresses reach backends on loopback.
+            let (tcp_backend, _t) = echo_backend(b'v').await;
+            let (udp_backend, _u) = udp_echo_backend().await;
+            let (mut ls, _registry, _token) = listeners(settings());
+            let snap = vip_snapshot(
+                1,
+                &[
+                    (Protocol::Tcp, "11.0.0.5", 80, tcp_backend),
+                    (Protocol::Udp, "11.0.0.5", 53, udp_backend),
+                    (Protocol::Tcp, "fd01:c::5", 80, tcp_backend),
+                ],
+            );
+            let done = ls.reconcile(&snap, true);
+            assert_eq!((done.added, done.failed), (3, 0));
+            for vip in ["11.0.0.5:80", "[fd01:c::5]:80"] {
+                let mut c = TcpStream::connect(vip).await.unwrap();
+                c.write_all(b"hi").await.unwrap();
+                c.shutdown().await.unwrap();
+                let mut got = Vec::new();
+                timeout(STEP, c.read_to_end(&mut got))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(got, b"vhi");
+            }
+            let client = UdpSocket::bind("0.0.0.0:0").await.unwrap();
+            client.send_to(b"dns?", "11.0.0.5:53").await.unwrap();
+            let mut buf = [0u8; 16];
+            let (n, from) = timeout(STEP, client.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], b"dns?");
+            assert_eq!(
+                from,
+                "11.0.0.5:53".parse::<SocketAddr>().unwrap(),
+                "reply from the VIP"
+            );
+
+            // Without VIPs (no link): VIP listeners are not started.
+            let (mut none, _r, _t2) = listeners(settings());
+            assert_eq!(none.reconcile(&snap, false).added, 0);
+
+            // A removed VIP address leaves the link; the listener goes with its VIP.
+            let done = ls.reconcile(
+                &vip_snapshot(2, &[(Protocol::Tcp, "fd01:c::5", 80, tcp_backend)]),
+                true,
+            );
+            assert_eq!(done.removed, 2);
+            assert_eq!(l.sync(&BTreeSet::from([v6])).await.unwrap(), (0, 1));
+            let (_, addrs) = ns.ip(&["-o", "addr", "show", "dev", "fmtest0"]);
+            assert!(!addrs.contains("11.0.0.5"), "{addrs}");
+            ls.shutdown().await;
+
+            // cleanup removes the link (and its addresses); a second time finds nothing.
+            assert!(link::remove_link("fmtest0").await.unwrap());
+            assert!(!ns.ip(&["link", "show", "fmtest0"]).0);
+            assert!(!link::remove_link("fmtest0").await.unwrap());
+        });
+    }
+
+    #[test]
+    fn without_cap_net_admin_the_link_fails_with_permission() {
+        let Some(ns) = Netns::new("eperm") else {
+            return;
+        };
+        ns.run(|| async {
+            // Capabilities are per thread: drop CAP_NET_ADMIN from this one only.
+            let mut caps = rustix::thread::capabilities(None).unwrap();
+            caps.effective -= rustix::thread::CapabilitySet::NET_ADMIN;
+            rustix::thread::set_capabilities(None, caps).unwrap();
+            let err = Link::ensure("fmtest1").await.unwrap_err();
+            assert!(err.is_permission(), "{err}");
+            assert!(err.to_string().contains("CAP_NET_ADMIN"));
+        });
+        assert!(!ns.ip(&["link", "show", "fmtest1"]).0);
+    }
+}

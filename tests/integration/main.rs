@@ -13,3 +13,4 @@ mod cli;
 mod discovery;
 mod dns;
 mod fixture_vips;
+mod l4;
