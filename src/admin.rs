@@ -500,6 +500,26 @@ mod tests {
     }
 
     #[test]
+    fn vips_show_live_health_and_active_connections_from_the_registry() {
+        let registry = crate::health::Registry::new(Default::default());
+        let addr = "127.0.0.1:8003".parse().unwrap();
+        registry.reconcile([(BackendId(8003), addr)]);
+        let state = registry.get(BackendId(8003)).unwrap();
+        state.active.store(3, std::sync::atomic::Ordering::Relaxed);
+        let got: serde_json::Value =
+            serde_json::from_str(&vips_json(&snapshot(), &registry.snapshot_view())).unwrap();
+        assert_eq!(got[0]["backends"][0]["health"], "up");
+        assert_eq!(got[0]["backends"][0]["active"], 3);
+        state.set_check_down(true);
+        let got: serde_json::Value =
+            serde_json::from_str(&vips_json(&snapshot(), &registry.snapshot_view())).unwrap();
+        assert_eq!(got[0]["backends"][0]["health"], "down");
+        // Backends the registry does not know: up, 0.
+        assert_eq!(got[1]["backends"][0]["health"], "up");
+        assert_eq!(got[1]["backends"][0]["active"], 0);
+    }
+
+    #[test]
     fn vips_of_the_empty_snapshot_are_an_empty_array() {
         assert_eq!(vips_json(&Snapshot::empty(), &Default::default()), "[]");
     }

@@ -16,6 +16,7 @@ pub mod listeners;
 pub mod tcp;
 pub mod udp;
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,12 +98,24 @@ pub async fn run(
             }
         },
     };
+    // The addresses on the link: learned once, then kept up to date by diff (no netlink dump
+    // per snapshot). Stale ones from an earlier run are removed with the first snapshot.
+    let mut on_link = match &vip_link {
+        Some(l) => match l.addresses().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the VIP link's addresses");
+                BTreeSet::new()
+            }
+        },
+        None => BTreeSet::new(),
+    };
     let mut listeners = Listeners::new(settings, registry, shutdown.child_token());
     let mut rx = snapshots.subscribe();
     let mut snapshot = snapshots.load();
     loop {
         if snapshot.version > 0 {
-            apply(&mut listeners, vip_link.as_ref(), &snapshot).await;
+            apply(&mut listeners, vip_link.as_ref(), &mut on_link, &snapshot).await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -120,19 +133,23 @@ pub async fn run(
     Ok(())
 }
 
-/// One reconcile step: VIP addresses on the link first (so that VIP listeners can bind), then
-/// listeners; removed VIP addresses leave the link after their listeners are closed.
+/// One reconcile step: new VIP addresses go on the link first (so that VIP listeners can bind),
+/// then listeners are reconciled, then addresses of removed VIPs leave the link. `on_link`: the
+/// addresses on the link, kept up to date.
 async fn apply(
     listeners: &mut Listeners,
     vip_link: Option<&link::Link>,
+    on_link: &mut BTreeSet<IpAddr>,
     snapshot: &crate::model::Snapshot,
 ) {
     let want = listeners::vip_addresses(snapshot);
     if let Some(l) = vip_link {
-        // Add before binding; removals follow the listener diff below.
-        for ip in &want {
-            if let Err(e) = l.add(*ip).await {
-                tracing::warn!(error = %e, vip = %ip, "cannot add a VIP address");
+        for ip in want.difference(&on_link.clone()) {
+            match l.add(*ip).await {
+                Ok(()) => {
+                    on_link.insert(*ip);
+                }
+                Err(e) => tracing::warn!(error = %e, vip = %ip, "cannot add a VIP address"),
             }
         }
     }
@@ -144,12 +161,20 @@ async fn apply(
     metrics().l4_vip_listeners_skipped.set(skipped as i64);
     let done = listeners.reconcile(snapshot, vip_link.is_some());
     if let Some(l) = vip_link {
-        match l.sync(&want).await {
-            Ok((_, removed)) if removed > 0 => {
-                tracing::info!(link = l.name(), removed, "removed VIP addresses")
+        let stale: Vec<IpAddr> = on_link
+            .difference(&want)
+            .copied()
+            // IPv6 link-local addresses the kernel adds itself stay.
+            .filter(|ip| !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+            .collect();
+        for ip in stale {
+            match l.remove(ip).await {
+                Ok(()) => {
+                    on_link.remove(&ip);
+                    tracing::info!(link = l.name(), vip = %ip, "removed a VIP address");
+                }
+                Err(e) => tracing::warn!(error = %e, vip = %ip, "cannot remove a VIP address"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot sync the VIP addresses"),
         }
     }
     if done.added + done.removed + done.rebuilt > 0 {

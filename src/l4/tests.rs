@@ -902,3 +902,44 @@ mod netns {
         assert!(!ns.ip(&["link", "show", "fmtest1"]).0);
     }
 }
+
+/// A UDP backend that answers `tag` + the datagram.
+async fn udp_tagged_backend(tag: u8) -> (SocketAddr, JoinHandle<()>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf[1..]).await {
+            buf[0] = tag;
+            let _ = sock.send_to(&buf[..n + 1], from).await;
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flow_moves_when_its_backend_leaves_the_pool() {
+    let (a, _ta) = udp_tagged_backend(b'a').await;
+    let (b, _tb) = udp_tagged_backend(b'b').await;
+    let port = free_udp_port();
+    let (mut l, registry, _token) = listeners(settings());
+    l.reconcile(&snapshot(1, port, Protocol::Udp, &[a]), false);
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 16];
+    let mut ask = async |client: &UdpSocket| {
+        client.send_to(b"q", ("127.0.0.1", port)).await.unwrap();
+        let (n, _) = timeout(STEP, client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        buf[..n].to_vec()
+    };
+    assert_eq!(ask(&client).await, b"aq");
+    l.reconcile(&snapshot(2, port, Protocol::Udp, &[b]), false);
+    // The pool change reaches the listener task asynchronously.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ask(&client).await, b"bq");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(registry.get(backend(b).id).unwrap().active(), 1);
+    l.shutdown().await;
+}

@@ -2,6 +2,9 @@
 //! picked for it), forgotten after `l4.udp_idle_timeout` without a datagram either way. At most
 //! `l4.udp_max_flows` flows per listener: a new client past that evicts the least recently used.
 //!
+//! A flow whose backend leaves the pool (removed, or weight 0) is dropped at once; the client's
+//! next datagram opens a new one (UDP has no connection to drain).
+//!
 //! Replies go out through the listening socket, which is bound to the VIP ip:port (or the service
 //! port on `l4.bind`), so they carry the address the client sent to.
 //!
@@ -112,9 +115,30 @@ pub(crate) async fn serve(
     let mut buf = vec![0u8; DATAGRAM];
     let gauge = metrics().l4_udp_flows.clone();
     let mut counted = 0i64;
+    let mut changes = pool.subscribe();
+    let mut pool_open = true;
     loop {
         let got = tokio::select! {
             _ = stop.cancelled() => break,
+            changed = changes.changed(), if pool_open => {
+                if changed.is_err() {
+                    pool_open = false;
+                } else {
+                    // Flows to a backend that left the pool (removed, weight 0) are dropped: the
+                    // client's next datagram picks a backend again.
+                    let current = pool.load();
+                    let gone: Vec<SocketAddr> = flows
+                        .by_client
+                        .iter()
+                        .filter(|(_, f)| !current.serves(f.backend.id))
+                        .map(|(c, _)| *c)
+                        .collect();
+                    for client in gone {
+                        flows.remove(&client);
+                    }
+                }
+                None
+            }
             Some((client, id)) = idle_rx.recv() => {
                 if flows.by_client.get(&client).is_some_and(|f| f.id == id) {
                     flows.remove(&client);
