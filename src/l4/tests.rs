@@ -943,3 +943,79 @@ async fn udp_flow_moves_when_its_backend_leaves_the_pool() {
     assert_eq!(registry.get(backend(b).id).unwrap().active(), 1);
     l.shutdown().await;
 }
+
+// === copy vs splice (measurement, run by hand) ===
+
+/// Moves `total` bytes through one relay hop (client → relay → sink) with `copy_half` or
+/// `splice_half`, `streams` at once; returns MiB/s.
+async fn relay_rate(splice: bool, streams: usize, total: usize) -> f64 {
+    use std::sync::atomic::AtomicU64;
+    let started = tokio::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        set.spawn(async move {
+            let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (a1, b1) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+            let writer = tokio::spawn(async move {
+                let mut s = TcpStream::connect(a1).await.unwrap();
+                let chunk = vec![7u8; 64 * 1024];
+                let mut sent = 0;
+                while sent < total {
+                    s.write_all(&chunk).await.unwrap();
+                    sent += chunk.len();
+                }
+                s.shutdown().await.unwrap();
+            });
+            let sink = tokio::spawn(async move {
+                let (mut s, _) = l2.accept().await.unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = 0;
+                loop {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return got;
+                    }
+                    got += n;
+                }
+            });
+            let (mut from, _) = l1.accept().await.unwrap();
+            let mut to = TcpStream::connect(b1).await.unwrap();
+            let (bytes, last) = (AtomicU64::new(0), AtomicU64::new(0));
+            let t0 = tokio::time::Instant::now();
+            if splice {
+                super::tcp::splice_half(&from, &to, &bytes, &last, t0)
+                    .await
+                    .unwrap();
+            } else {
+                let (mut r, _) = from.split();
+                let (_, mut w) = to.split();
+                super::tcp::copy_half(&mut r, &mut w, &bytes, &last, t0)
+                    .await
+                    .unwrap();
+            }
+            writer.await.unwrap();
+            assert!(sink.await.unwrap() >= total);
+        });
+    }
+    while set.join_next().await.is_some() {}
+    (streams * total) as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test --release --lib l4::tests::copy_vs_splice -- --ignored --nocapture"]
+async fn copy_vs_splice() {
+    for (streams, total) in [(1, 512 << 20), (8, 64 << 20)] {
+        let (mut copy, mut splice) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            copy.push(relay_rate(false, streams, total).await);
+            splice.push(relay_rate(true, streams, total).await);
+        }
+        copy.sort_by(f64::total_cmp);
+        splice.sort_by(f64::total_cmp);
+        println!(
+            "streams {streams}: copy median {:.0} MiB/s (range {:.0}-{:.0}), splice median {:.0} MiB/s (range {:.0}-{:.0})",
+            copy[2], copy[0], copy[4], splice[2], splice[0], splice[4]
+        );
+    }
+}
