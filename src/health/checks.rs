@@ -304,6 +304,31 @@ impl Drop for Checker {
     }
 }
 
+/// Rise/fall counting of one check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Streaks {
+    /// Successes in a row.
+    pub oks: u32,
+    /// Failures in a row.
+    pub fails: u32,
+}
+
+impl Streaks {
+    /// Records one result for a backend whose verdict is `down`; returns the new verdict when it
+    /// flips: down after `fall` failures in a row, up after `rise` successes in a row.
+    pub fn record(&mut self, ok: bool, down: bool, rise: u32, fall: u32) -> Option<bool> {
+        if ok {
+            self.fails = 0;
+            self.oks = self.oks.saturating_add(1);
+            (down && self.oks >= rise).then_some(false)
+        } else {
+            self.oks = 0;
+            self.fails = self.fails.saturating_add(1);
+            (!down && self.fails >= fall).then_some(true)
+        }
+    }
+}
+
 /// One backend's check loop, until `token` is cancelled. The verdict is read from the state at
 /// each result, so a restarted check carries on from where the previous one left it.
 async fn run_check(
@@ -320,7 +345,7 @@ async fn run_check(
         spec.interval,
     );
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let (mut oks, mut fails) = (0u32, 0u32);
+    let mut streaks = Streaks::default();
     loop {
         tokio::select! {
             _ = token.cancelled() => break,
@@ -330,20 +355,10 @@ async fn run_check(
             _ = token.cancelled() => break,
             ok = check_once(spec.addr, spec.timeout, &permits) => ok,
         };
-        if ok {
-            fails = 0;
-            oks = oks.saturating_add(1);
-            if oks >= spec.rise && state.check_down() {
-                state.set_check_down(false);
-                tracing::info!(backend = %spec.addr, successes = oks, "active check: backend up");
-            }
-        } else {
-            oks = 0;
-            fails = fails.saturating_add(1);
-            if fails >= spec.fall && !state.check_down() {
-                state.set_check_down(true);
-                tracing::info!(backend = %spec.addr, failures = fails, "active check: backend down");
-            }
+        if let Some(down) = streaks.record(ok, state.check_down(), spec.rise, spec.fall) {
+            state.set_check_down(down);
+            let verdict = if down { "down" } else { "up" };
+            tracing::info!(backend = %spec.addr, verdict, "active check verdict changed");
         }
     }
     if clear_on_exit.load(Ordering::Relaxed) {

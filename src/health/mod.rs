@@ -15,6 +15,8 @@
 //! The [`Registry`] maps backend ids to states; the L4 code reconciles it once per snapshot
 //! (control plane only) and tells it which backends belong to which VIP ([`Registry::set_membership`])
 //! so that the per-backend metrics ([`collector`]) are read at scrape time, never per connection.
+//! Per snapshot, in this order: [`Registry::reconcile`], [`Registry::set_membership`], then
+//! [`checks::Checker::reconcile`] (which checks only backends the registry holds).
 //!
 //! May import `model` and `config` (for its policy); must not import a data path.
 
@@ -260,27 +262,47 @@ impl BackendState {
         self.streak.load(Ordering::Relaxed)
     }
 
-    /// A connection to the backend was established.
+    /// A connection to the backend was established. Reads the clock only while the backend is
+    /// ejected or probing.
     pub fn report_connect_ok(&self) {
-        self.report_connect_ok_at(clock::now_ms())
+        self.connect_ok(clock::now_ms)
     }
 
     /// A connect failed (refused, timed out, unreachable): counted in `connect_failures` and as
     /// a failure for outlier detection.
     pub fn report_connect_failure(&self) {
-        self.report_connect_failure_at(clock::now_ms())
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        self.failure(clock::now_ms)
     }
 
     /// An established connection was reset by the backend (or failed with an error) mid-stream:
     /// a failure for outlier detection.
     pub fn report_reset(&self) {
-        self.report_reset_at(clock::now_ms())
+        self.reset(clock::now_ms)
     }
 
     /// [`BackendState::report_connect_ok`] at clock time `now`.
     pub fn report_connect_ok_at(&self, now: u64) {
+        self.connect_ok(|| now)
+    }
+
+    /// [`BackendState::report_connect_failure`] at clock time `now`.
+    pub fn report_connect_failure_at(&self, now: u64) {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        self.failure(|| now)
+    }
+
+    /// [`BackendState::report_reset`] at clock time `now`.
+    pub fn report_reset_at(&self, now: u64) {
+        self.reset(|| now)
+    }
+
+    // The reports take the clock as a function so that the common paths (not ejected) never
+    // read it.
+
+    fn connect_ok(&self, now: impl FnOnce() -> u64) {
         let until = self.ejected_until.load(Ordering::Acquire);
-        if until != 0 && now >= until {
+        if until != 0 && now() >= until {
             // The probe got through: let the backend back in.
             if self
                 .ejected_until
@@ -302,14 +324,7 @@ impl BackendState {
         }
     }
 
-    /// [`BackendState::report_connect_failure`] at clock time `now`.
-    pub fn report_connect_failure_at(&self, now: u64) {
-        self.connect_failures.fetch_add(1, Ordering::Relaxed);
-        self.failure(now);
-    }
-
-    /// [`BackendState::report_reset`] at clock time `now`.
-    pub fn report_reset_at(&self, now: u64) {
+    fn reset(&self, now: impl FnOnce() -> u64) {
         if self.policy.outlier_failures == 0 {
             return;
         }
@@ -319,13 +334,14 @@ impl BackendState {
         self.failure(now);
     }
 
-    fn failure(&self, now: u64) {
+    fn failure(&self, now: impl FnOnce() -> u64) {
         let n = self.policy.outlier_failures;
         if n == 0 {
             return;
         }
         let until = self.ejected_until.load(Ordering::Acquire);
         if until != 0 {
+            let now = now();
             if now >= until {
                 // The probe failed: eject again for the doubled time.
                 self.eject(now, until);
@@ -337,7 +353,7 @@ impl BackendState {
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
         if failures >= n {
-            self.eject(now, 0);
+            self.eject(now(), 0);
         }
     }
 

@@ -378,6 +378,39 @@ fn serve(listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
     })
 }
 
+#[test]
+fn rise_and_fall_count_results_in_a_row() {
+    let (rise, fall) = (2, 3);
+    let mut st = checks::Streaks::default();
+    let mut down = false;
+    let mut run = |results: &[bool]| -> Vec<Option<bool>> {
+        results
+            .iter()
+            .map(|ok| {
+                let flip = st.record(*ok, down, rise, fall);
+                if let Some(d) = flip {
+                    down = d;
+                }
+                flip
+            })
+            .collect()
+    };
+    // Two failures, a success, two failures: never 3 in a row.
+    assert!(
+        run(&[false, false, true, false, false])
+            .iter()
+            .all(Option::is_none)
+    );
+    // The third in a row: down.
+    assert_eq!(run(&[false]), [Some(true)]);
+    assert_eq!(run(&[false, false]), [None, None]);
+    // One success, a failure, then two successes: up on the second.
+    assert_eq!(
+        run(&[true, false, true, true, true]),
+        [None, None, None, Some(false), None]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_checks_follow_a_real_listener() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -402,7 +435,7 @@ async fn active_checks_follow_a_real_listener() {
     // Close it: down after `fall` failures (refused), within the jitter plus fall intervals.
     server.abort();
     let _ = server.await;
-    let limit = Duration::from_millis(interval * (u64::from(s.fall) + 2) + 500);
+    let limit = Duration::from_millis(interval * (u64::from(s.fall) + 2) + 1_000);
     let took = wait_until(limit, || !state.is_up()).await;
     assert!(took.is_some(), "not down within {limit:?}");
     assert_eq!(state.health(), Health::CheckFailed);
@@ -416,12 +449,11 @@ async fn active_checks_follow_a_real_listener() {
         .await
         .expect("rebind");
     let server = serve(listener);
-    let limit = Duration::from_millis(interval * (u64::from(s.rise) + 2) + 500);
+    let limit = Duration::from_millis(interval * (u64::from(s.rise) + 2) + 1_000);
     let took = wait_until(limit, || state.is_up()).await;
     assert!(took.is_some(), "not up within {limit:?}");
     eprintln!("up after {took:?} (rise {})", s.rise);
 
-    // Not before `rise` successes: one success after a failure streak is not enough.
     checker.shutdown().await;
     server.abort();
 }
