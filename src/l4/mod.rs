@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Balance, Config, L4Config};
 use crate::health::Registry;
+use crate::health::checks::Checker;
 use crate::metrics::metrics;
 use crate::model::Snapshots;
 
@@ -110,12 +111,15 @@ pub async fn run(
         },
         None => BTreeSet::new(),
     };
-    let mut listeners = Listeners::new(settings, registry, shutdown.child_token());
+    let mut listeners = Listeners::new(settings, registry.clone(), shutdown.child_token());
+    // Active checks (opt-in) for the backends the registry holds after each reconcile.
+    let mut checker = Checker::new(&shutdown);
     let mut rx = snapshots.subscribe();
     let mut snapshot = snapshots.load();
     loop {
         if snapshot.version > 0 {
             apply(&mut listeners, vip_link.as_ref(), &mut on_link, &snapshot).await;
+            checker.reconcile(&snapshot, &config.l4, &registry);
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -129,6 +133,7 @@ pub async fn run(
             }
         }
     }
+    checker.shutdown().await;
     listeners.shutdown().await;
     Ok(())
 }
