@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -152,7 +152,7 @@ async fn proxy(
         _ = ctx.shutdown.cancelled() => return,
         c = connect(peer, &pool, &ctx) => c,
     };
-    let Some((backend, mut upstream)) = connected else {
+    let Some((backend, upstream)) = connected else {
         // Refused (no backend, or every try failed): close the client cleanly.
         let _ = client.shutdown().await;
         return;
@@ -162,10 +162,8 @@ async fn proxy(
 
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let (mut cr, mut cw) = client.split();
-    let (mut ur, mut uw) = upstream.split();
-    let up = copy_half(&mut cr, &mut uw, &backend.bytes_in, &last, start);
-    let down = copy_half(&mut ur, &mut cw, &backend.bytes_out, &last, start);
+    let up = copy_half(&client, &upstream, &backend.bytes_in, &last, start);
+    let down = copy_half(&upstream, &client, &backend.bytes_out, &last, start);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     let idle = ctx.settings.idle_timeout;
@@ -245,26 +243,44 @@ fn is_reset(e: &io::Error) -> bool {
 
 /// Copies `from` → `to` until EOF, then shuts `to`'s write side down (half-close). Counts bytes in
 /// `bytes` and stamps `last` (ms since `start`) on every chunk.
-pub(crate) async fn copy_half<R, W>(
-    from: &mut R,
-    to: &mut W,
+///
+/// The [`BUFFER_SIZE`] buffer is allocated when data arrives and freed once `from` has nothing
+/// more to read, so an idle connection holds no buffer (as HAProxy releases empty buffers).
+pub(crate) async fn copy_half(
+    from: &TcpStream,
+    to: &TcpStream,
     bytes: &AtomicU64,
     last: &AtomicU64,
     start: Instant,
-) -> io::Result<()>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; BUFFER_SIZE];
+) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
     loop {
-        let n = from.read(&mut buf).await?;
+        from.readable().await?;
+        if buf.is_empty() {
+            buf = vec![0u8; BUFFER_SIZE];
+        }
+        let n = match from.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buf = Vec::new();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 {
-            to.shutdown().await?;
+            socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
             return Ok(());
         }
-        let chunk = buf.get(..n).unwrap_or_default();
-        to.write_all(chunk).await?;
+        let mut sent = 0;
+        while sent < n {
+            to.writable().await?;
+            match to.try_write(buf.get(sent..n).unwrap_or_default()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(m) => sent += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
         bytes.fetch_add(n as u64, Ordering::Relaxed);
         last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }

@@ -979,8 +979,8 @@ async fn relay_rate(splice: bool, streams: usize, total: usize) -> f64 {
                     got += n;
                 }
             });
-            let (mut from, _) = l1.accept().await.unwrap();
-            let mut to = TcpStream::connect(b1).await.unwrap();
+            let (from, _) = l1.accept().await.unwrap();
+            let to = TcpStream::connect(b1).await.unwrap();
             let (bytes, last) = (AtomicU64::new(0), AtomicU64::new(0));
             let t0 = tokio::time::Instant::now();
             if splice {
@@ -988,9 +988,7 @@ async fn relay_rate(splice: bool, streams: usize, total: usize) -> f64 {
                     .await
                     .unwrap();
             } else {
-                let (mut r, _) = from.split();
-                let (_, mut w) = to.split();
-                super::tcp::copy_half(&mut r, &mut w, &bytes, &last, t0)
+                super::tcp::copy_half(&from, &to, &bytes, &last, t0)
                     .await
                     .unwrap();
             }
