@@ -18,9 +18,13 @@ REQUIRED_PACKAGES=(
   "curl curl"                # admin, l7: real HTTP client
   "unbound unbound"          # dns: forwarding to a real resolver; benches/dns_vs_unbound.sh
   "dnsperf dnsperf"          # dns: benches/dns_vs_unbound.sh load generator
+  "iproute2 ip"              # l4: network namespaces and veths (tests/integration/netns.rs)
+  "nginx nginx"              # l4: backend HTTP servers; benches/l4_vs_haproxy.sh
+  "python3 python3"          # l4: backend UDP echo servers; bench helpers
+  "wrk wrk"                  # l4: load during snapshot changes; benches/l4_vs_haproxy.sh
+  "haproxy haproxy"          # benches/l4_vs_haproxy.sh: the baseline
   # Later areas add, e.g.:
-  # "clang-19 clang-19" "libbpf-dev -" "bpftool bpftool" "haproxy haproxy" "nginx nginx"
-  # "wrk wrk" "iproute2 ip" "iptables iptables"
+  # "clang-19 clang-19" "libbpf-dev -" "bpftool bpftool" "iptables iptables"
 )
 
 missing_packages() {

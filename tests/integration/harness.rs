@@ -49,6 +49,18 @@ impl Ferryman {
 
     /// Like [`Ferryman::start`], first writing `files` (relative path, contents) into the directory.
     pub fn start_with(config_toml: &str, files: &[(&str, &[u8])]) -> Ferryman {
+        Ferryman::start_prefixed(&[], config_toml, files)
+    }
+
+    /// Like [`Ferryman::start_with`], run inside network namespace `netns` (`ip netns exec`, which
+    /// execs the binary, so killing the child kills ferryman). Its 127.0.0.1 listeners are that
+    /// namespace's loopback: reach them from a thread inside it (`netns::Netns::block_on`).
+    pub fn start_in_netns(netns: &str, config_toml: &str, files: &[(&str, &[u8])]) -> Ferryman {
+        Ferryman::start_prefixed(&["ip", "netns", "exec", netns], config_toml, files)
+    }
+
+    /// Starts the binary as the last argument of `prefix` (a command that execs it).
+    fn start_prefixed(prefix: &[&str], config_toml: &str, files: &[(&str, &[u8])]) -> Ferryman {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         for (name, contents) in files {
             write_file(dir.path(), name, contents);
@@ -57,7 +69,16 @@ impl Ferryman {
         let config_path = dir.path().join("ferryman.toml");
         std::fs::write(&config_path, config).expect("write ferryman.toml");
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferryman"))
+        let binary = env!("CARGO_BIN_EXE_ferryman");
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())

@@ -14,3 +14,5 @@ mod discovery;
 mod dns;
 mod fixture_vips;
 mod l4;
+mod l4_netns;
+mod netns;
