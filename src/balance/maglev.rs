@@ -10,17 +10,19 @@
 //! depends only on the (id, weight) pairs in slot order, so every node with the same backend set
 //! builds the same table and sends a client to the same backend.
 //!
-//! **Build time** (release build, measured with `cargo bench --bench balance -- maglev_build`
-//! on the 2-core development VM, equal weights; fill plus the u16 copy):
+//! **Build time** (release build, equal weights, 2-core development VM shared with other builds:
+//! load average 5-8, so these are upper bounds): criterion means from
+//! `cargo bench --bench balance -- maglev_build`, and the fastest of 60 timed builds.
 //!
-//! | backends | build |
-//! |---:|---:|
-//! | 10 | ≈ 0.35 ms |
-//! | 100 | ≈ 0.9 ms |
-//! | 1000 | ≈ 1.4 ms |
+//! | backends | criterion mean | fastest |
+//! |---:|---:|---:|
+//! | 10 | 1.69 ms | 1.10 ms |
+//! | 100 | 1.94 ms | 1.28 ms |
+//! | 1000 | 2.14 ms | 1.39 ms |
 //!
-//! It runs only for Maglev balancers and only when the backend set changes. The table takes
-//! 128 KiB (`u16` slot indexes; 256 KiB with more than 65535 backends).
+//! The cost is the fill itself (≈ `M · ln M` probes of a 128 KiB table), nearly independent of
+//! the number of backends. It runs only for Maglev balancers and only when the backend set
+//! changes. The table takes 128 KiB (`u16` slot indexes; 256 KiB from 65535 backends on).
 //!
 //! **Lookup.** `hash(client) % M` → slot. When that slot is unavailable (down, draining,
 //! excluded) the next [`PROBES`] table entries are tried in order, then the slots linearly from the
@@ -51,7 +53,7 @@ pub struct Table {
 }
 
 enum Entries {
-    /// Up to 65535 slots (the usual case): half the memory.
+    /// Fewer than 65535 slots (the usual case): half the memory.
     Small(Box<[u16]>),
     Large(Box<[u32]>),
 }
@@ -60,19 +62,9 @@ impl Table {
     /// Builds the table for `slots`; `None` when no slot has weight > 0.
     pub fn build(slots: &[Slot]) -> Option<Table> {
         const M: u64 = MAGLEV_TABLE_SIZE as u64;
-        const FREE: u32 = u32::MAX;
         let max_w = slots.iter().map(|s| u64::from(s.weight)).max().unwrap_or(0);
         if max_w == 0 {
             return None;
-        }
-        struct Entry {
-            slot: u32,
-            /// Next preferred position.
-            next: u64,
-            skip: u64,
-            weight: u64,
-            /// Turns taken × `max_w`.
-            target: u64,
         }
         let mut entries: Vec<Entry> = slots
             .iter()
@@ -80,8 +72,8 @@ impl Table {
             .filter(|(_, s)| s.weight > 0)
             .map(|(i, s)| Entry {
                 slot: i as u32,
-                next: mix64(s.id.0 ^ SEED_OFFSET) % M,
-                skip: mix64(s.id.0 ^ SEED_SKIP) % (M - 1) + 1,
+                next: (mix64(s.id.0 ^ SEED_OFFSET) % M) as usize,
+                skip: (mix64(s.id.0 ^ SEED_SKIP) % (M - 1) + 1) as usize,
                 // Scaled to 1..=MAX_WEIGHT.
                 weight: if max_w <= MAX_WEIGHT {
                     u64::from(s.weight)
@@ -92,33 +84,11 @@ impl Table {
             })
             .collect();
         let max_w = max_w.min(MAX_WEIGHT);
-        let mut table = vec![FREE; MAGLEV_TABLE_SIZE];
-        let mut filled = 0usize;
-        let mut iteration: u64 = 1;
-        'fill: loop {
-            for e in &mut entries {
-                if iteration * e.weight < e.target {
-                    continue;
-                }
-                e.target += max_w;
-                // Terminates: `skip` is coprime with M, so the walk reaches every position, and
-                // at least one is free.
-                while table[e.next as usize] != FREE {
-                    e.next = (e.next + e.skip) % M;
-                }
-                table[e.next as usize] = e.slot;
-                e.next = (e.next + e.skip) % M;
-                filled += 1;
-                if filled == MAGLEV_TABLE_SIZE {
-                    break 'fill;
-                }
-            }
-            iteration += 1;
-        }
-        let entries = if slots.len() <= usize::from(u16::MAX) {
-            Entries::Small(table.into_iter().map(|i| i as u16).collect())
+        // Slot indexes fit in u16 (u16::MAX marks a free position) for fewer than 65535 slots.
+        let entries = if slots.len() < usize::from(u16::MAX) {
+            Entries::Small(fill(&mut entries, max_w, u16::MAX, |i| i as u16))
         } else {
-            Entries::Large(table.into_boxed_slice())
+            Entries::Large(fill(&mut entries, max_w, u32::MAX, |i| i))
         };
         Some(Table { entries })
     }
@@ -167,6 +137,62 @@ impl Table {
             Entries::Small(t) => t.len() * 2,
             Entries::Large(t) => t.len() * 4,
         }
+    }
+}
+
+/// One backend's state while the table fills.
+struct Entry {
+    slot: u32,
+    /// Next preferred position (< M).
+    next: usize,
+    /// Permutation step, 1..M.
+    skip: usize,
+    weight: u64,
+    /// Turns taken × `max_w`.
+    target: u64,
+}
+
+/// Fills a table of `T` (with `free` marking an empty position) by the weighted Maglev turns.
+fn fill<T: Copy + Eq>(
+    entries: &mut [Entry],
+    max_w: u64,
+    free: T,
+    conv: impl Fn(u32) -> T,
+) -> Box<[T]> {
+    const M: usize = MAGLEV_TABLE_SIZE;
+    let mut table = vec![free; M].into_boxed_slice();
+    let mut filled = 0usize;
+    let mut iteration: u64 = 1;
+    loop {
+        for e in entries.iter_mut() {
+            if iteration * e.weight < e.target {
+                continue;
+            }
+            e.target += max_w;
+            // Terminates: `skip` is coprime with M (prime), so the walk reaches every position,
+            // and at least one is free.
+            while table[e.next] != free {
+                e.next = step(e.next, e.skip);
+            }
+            table[e.next] = conv(e.slot);
+            e.next = step(e.next, e.skip);
+            filled += 1;
+            if filled == M {
+                return table;
+            }
+        }
+        iteration += 1;
+    }
+}
+
+/// `(pos + skip) % M` for `pos, skip < M`.
+#[inline]
+fn step(pos: usize, skip: usize) -> usize {
+    let n = pos + skip;
+    if n >= MAGLEV_TABLE_SIZE {
+        n - MAGLEV_TABLE_SIZE
+    } else {
+        n
     }
 }
 

@@ -35,6 +35,10 @@
 //! turns of the cursor (so a down backend's turns spread over the others), Maglev probes the next
 //! table entries (deterministic per client); after a few misses both fall back to a linear scan
 //! of the slots, so a pick costs O(n) at worst.
+//!
+//! **Cost** (`cargo bench --bench balance -- pick`, release, one thread, all backends up, on the
+//! 2-core VM at load average 5-7): with 3 / 100 backends, `Rr` 21 / 18 ns, `Wrr` 23 / 15 ns,
+//! `Wlc` 24 / 390 ns (it reads every backend's `active`), `P2c` 32 / 37 ns, `Maglev` 15 / 22 ns.
 
 pub mod maglev;
 pub mod schedule;
@@ -239,13 +243,15 @@ impl Balancer {
         let mut best: Option<(usize, u64, u64)> = None;
         for k in 0..n {
             let i = wrap(start + k, n);
-            if !p.ok(i) {
+            let w = u64::from(p.slots[i].weight);
+            if w == 0 {
                 continue;
             }
-            let (a, w) = (u64::from(p.view.active(i)), u64::from(p.slots[i].weight));
-            match best {
-                Some((_, ba, bw)) if a * bw >= ba * w => {}
-                _ => best = Some((i, a, w)),
+            let a = u64::from(p.view.active(i));
+            // Health and exclusion only for a backend that would win (fewer loads per pick).
+            let better = best.is_none_or(|(_, ba, bw)| a * bw < ba * w);
+            if better && p.ok(i) {
+                best = Some((i, a, w));
             }
         }
         best.map(|(i, _, _)| i)

@@ -477,3 +477,33 @@ fn maglev_table_is_half_size_with_u16_indexes() {
     let b = Balancer::new(Balance::Maglev, &slots(&[0; 3]));
     assert_eq!(b.table_bytes(), 0);
 }
+
+#[test]
+fn live_backend_states_drive_health_and_panic_mode() {
+    let backends = states(3);
+    for kind in ALL {
+        let b = Balancer::new(kind, &slots(&[1, 1, 1]));
+        // Active checks fail one: never picked.
+        backends[0].set_check_down(true);
+        // Passive detection ejects another after consecutive connect failures.
+        for _ in 0..backends[1].policy().outlier_failures.max(1) {
+            backends[1].report_connect_failure();
+        }
+        assert!(!backends[1].is_up());
+        for _ in 0..50 {
+            assert_eq!(b.pick(CLIENT, &backends, &[]), Some(2), "{kind:?}");
+        }
+        // All down: panic mode uses all of them.
+        backends[2].set_check_down(true);
+        let mut seen = [false; 3];
+        for client in random_clients(300, 6) {
+            seen[b.pick(client, &backends, &[]).expect("panic mode")] = true;
+        }
+        assert_eq!(seen, [true; 3], "{kind:?}");
+        // One back: only it, panic mode over.
+        backends[2].set_check_down(false);
+        assert_eq!(b.pick(CLIENT, &backends, &[]), Some(2), "{kind:?}");
+        backends[0].set_check_down(false);
+        backends[1].report_connect_ok();
+    }
+}
