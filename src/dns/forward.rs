@@ -676,9 +676,18 @@ mod tests {
             udp: impl Fn(&Message) -> Vec<Vec<u8>> + Send + Sync + 'static,
             tcp: impl Fn(&Message) -> Vec<Vec<u8>> + Send + Sync + 'static,
         ) -> Upstream {
-            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let addr = socket.local_addr().unwrap();
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            // One port for UDP and TCP: a free UDP port may be taken for TCP (other tests churn
+            // through TCP ports), so try a bounded number of ports.
+            let mut bound = None;
+            for _ in 0..64 {
+                let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let addr = socket.local_addr().unwrap();
+                if let Ok(listener) = tokio::net::TcpListener::bind(addr).await {
+                    bound = Some((socket, addr, listener));
+                    break;
+                }
+            }
+            let (socket, addr, listener) = bound.expect("a port free for both UDP and TCP");
             let seen = Arc::new(Mutex::new(Vec::new()));
             let tcp_queries = Arc::new(AtomicUsize::new(0));
             let udp: Arc<Behaviour> = Arc::new(udp);

@@ -63,8 +63,26 @@ pub struct Sockets {
 
 impl Sockets {
     /// Binds `dns.listen` for UDP (`dns.threads` sockets, 0 = one per core) and TCP (the same
-    /// port when it is 0).
+    /// port when it is 0: the kernel picks a free UDP port, which may be taken for TCP, so that
+    /// case tries again with another port, a bounded number of times).
     pub fn bind(dns: &DnsConfig) -> io::Result<Sockets> {
+        const PORT_ZERO_ATTEMPTS: usize = 64;
+        let attempts = if dns.listen.port() == 0 {
+            PORT_ZERO_ATTEMPTS
+        } else {
+            1
+        };
+        let mut last = None;
+        for _ in 0..attempts {
+            match Sockets::bind_once(dns) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+    }
+
+    fn bind_once(dns: &DnsConfig) -> io::Result<Sockets> {
         let threads = match dns.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
