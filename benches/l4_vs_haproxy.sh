@@ -19,7 +19,9 @@
 #    Targets: direct (wrk straight to one nginx port), haproxy, ferryman.
 # 4. RSS per 1000 idle connections: 1000 idle connections through each proxy (benches/l4/
 #    idle_conns.py), VmRSS before and after.
-# 5. benches/l4/summarize.py prints medians, ranges and ratios to HAProxy and to direct.
+# 5. benches/l4/summarize.py prints medians, ranges and ratios to HAProxy and to direct; then
+#    the proxies' own CPU time per request (utime+stime over the run / requests), the cost that
+#    shows when wrk and nginx on one core cap both proxies near the same rate.
 #
 # Needs: haproxy, nginx, wrk, taskset, python3, ss (iproute2), curl, and at least 2 cores.
 # Everything it starts is killed on exit; every wait is bounded.
@@ -195,8 +197,10 @@ stop_all() {
 
 # One wrk run; appends "scenario target run rps p50_us p99_us socket_errors non_2xx".
 wrk_run() { # scenario target run port close(0/1)
-  local out hdr=()
+  local out hdr=() pid="" cpu0=0 cpu1
   [ "$5" = 1 ] && hdr=(-H "Connection: close")
+  case "$2" in haproxy) pid="$H_PID" ;; ferryman) pid="$F_PID" ;; esac
+  [ -n "$pid" ] && cpu0="$(cpu_ticks "$pid")"
   out="$(timeout $((SECS + 30)) taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"${SECS}s" \
     --timeout 5s --latency "${hdr[@]}" "http://127.0.0.1:$4/" 2>&1)" || {
     echo "wrk failed ($1 $2): $out" >&2
@@ -204,7 +208,16 @@ wrk_run() { # scenario target run port close(0/1)
   }
   echo "$out" >>"$WORK/wrk.log"
   python3 "$ROOT/benches/l4/parse_wrk.py" "$1" "$2" "$3" <<<"$out" >>"$WORK/results.tsv"
+  if [ -n "$pid" ]; then
+    # The proxy's own CPU time per request: on 2 cores wrk and nginx share one core and cap
+    # both proxies near the same rate, so this is where their cost shows.
+    cpu1="$(cpu_ticks "$pid")"
+    echo "$1 $2 $3 $((cpu1 - cpu0)) $(awk '/requests in/ {print $1}' <<<"$out")" >>"$WORK/cpu.tsv"
+  fi
 }
+
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 scenario_runs() { # services
   local run order t port name close
@@ -255,6 +268,7 @@ idle_rss() { # target pid port
 
 : >"$WORK/results.tsv"
 : >"$WORK/rss.tsv"
+: >"$WORK/cpu.tsv"
 log "load average: $(cut -d' ' -f1-3 /proc/loadavg); proxies on cpus $PROXY_CPUS ($THREADS thread(s)), wrk and nginx on $LOAD_CPUS"
 
 start_all 1
@@ -275,3 +289,22 @@ log "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "ferryman $("$FERRYMAN" --version 2>/dev/null | head -1), $(haproxy -v | head -1 | cut -d' ' -f1-3), nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk -t1 -c$CONNS -d${SECS}s, $RUNS runs, $THREADS proxy thread(s), $NCPU cores"
 python3 "$ROOT/benches/l4/summarize.py" "$WORK/results.tsv" "$WORK/rss.tsv"
+# CPU time the proxy itself spent per request (median over runs), with the ratio to HAProxy.
+python3 - "$WORK/cpu.tsv" "$(getconf CLK_TCK)" <<'PY'
+import statistics, sys
+from collections import defaultdict
+ticks_per_s = float(sys.argv[2])
+per = defaultdict(list)
+for line in open(sys.argv[1]):
+    scenario, target, _run, ticks, requests = line.split()
+    if int(requests) > 0:
+        per[(scenario, target)].append(int(ticks) / ticks_per_s * 1e6 / int(requests))
+print("\nproxy CPU per request (utime+stime / requests; median over runs)")
+print(f"{'scenario':16} {'target':9} {'cpu us/req':>10} {'x haproxy':>9}")
+for scenario in dict.fromkeys(s for s, _ in per):
+    hap = statistics.median(per.get((scenario, "haproxy"), [float("nan")]))
+    for target in ("haproxy", "ferryman"):
+        if (scenario, target) in per:
+            m = statistics.median(per[(scenario, target)])
+            print(f"{scenario:16} {target:9} {m:10.2f} {m / hap:9.2f}")
+PY
