@@ -23,8 +23,10 @@ REQUIRED_PACKAGES=(
   "python3 python3"          # l4: backend UDP echo servers; bench helpers
   "wrk wrk"                  # l4: load during snapshot changes; benches/l4_vs_haproxy.sh
   "haproxy haproxy"          # benches/l4_vs_haproxy.sh: the baseline
-  # Later areas add, e.g.:
-  # "clang-19 clang-19" "libbpf-dev -" "bpftool bpftool" "iptables iptables"
+  "clang-19 clang-19"        # build.rs: ebpf/sock_lb.c -> BPF object (the eBPF fast path)
+  "libbpf-dev -"             # build.rs: <bpf/bpf_helpers.h>
+  "bpftool bpftool"          # fastpath tests: `bpftool cgroup tree` shows what is attached
+  "iptables iptables"        # benches/l4_ebpf_vs_iptables.sh: the DNAT baseline
 )
 
 missing_packages() {

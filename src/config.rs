@@ -144,6 +144,8 @@ pub struct FileL4 {
     pub link: String,
     pub cgroup: String,
     pub bpf_pin_dir: String,
+    pub max_services: usize,
+    pub max_backends: usize,
     pub bind: String,
     pub balance: String,
     pub connect_timeout: String,
@@ -172,6 +174,8 @@ impl Default for FileL4 {
             link: "ferryman0".into(),
             cgroup: String::new(),
             bpf_pin_dir: "/sys/fs/bpf/ferryman".into(),
+            max_services: 65_536,
+            max_backends: 262_144,
             bind: "127.0.0.1".into(),
             balance: "wlc".into(),
             connect_timeout: "5s".into(),
@@ -353,6 +357,11 @@ pub struct L4Config {
     pub link: Option<String>,
     pub cgroup: Option<PathBuf>,
     pub bpf_pin_dir: PathBuf,
+    /// eBPF fast path: VIPs (address, port, protocol) the kernel maps hold; more are refused
+    /// (logged, counted) and left to the user-space path.
+    pub max_services: usize,
+    /// eBPF fast path: backend slots over all VIPs.
+    pub max_backends: usize,
     pub bind: IpAddr,
     /// Default balancer of a VIP or service port (an app label `FERRYMAN_L4_BALANCE` overrides it).
     pub balance: Balance,
@@ -546,6 +555,17 @@ fn urls(key: &str, list: &[String]) -> Result<Vec<String>, ConfigError> {
             }
         })
         .collect()
+}
+
+/// A count in `1..=max` (BPF map sizes are u32 and preallocated).
+fn bounded(key: &str, v: usize, max: usize) -> Result<usize, ConfigError> {
+    if v == 0 || v > max {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be in 1..={max}, got {v}"),
+        ));
+    }
+    Ok(v)
 }
 
 fn positive(key: &str, v: usize) -> Result<usize, ConfigError> {
@@ -746,6 +766,8 @@ impl TryFrom<FileConfig> for Config {
             link: (!link.is_empty()).then(|| link.to_string()),
             cgroup: (!l.cgroup.trim().is_empty()).then(|| PathBuf::from(l.cgroup.trim())),
             bpf_pin_dir: PathBuf::from(l.bpf_pin_dir.trim()),
+            max_services: bounded("l4.max_services", l.max_services, 1 << 22)?,
+            max_backends: bounded("l4.max_backends", l.max_backends, 1 << 24)?,
             bind: l.bind.trim().parse().map_err(|e| {
                 ConfigError::invalid("l4.bind", format!("bad IP {:?}: {e}", l.bind))
             })?,

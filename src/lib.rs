@@ -23,6 +23,7 @@ pub mod balance;
 pub mod config;
 pub mod discovery;
 pub mod dns;
+pub mod fastpath;
 pub mod health;
 pub mod l4;
 pub mod metrics;

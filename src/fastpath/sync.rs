@@ -1,0 +1,1 @@
+//! Placeholder: the diff sync (being written).
