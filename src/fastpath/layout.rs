@@ -213,6 +213,7 @@ unsafe impl aya::Pod for Stats {}
 unsafe impl aya::Pod for Meta {}
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // the generated C_LAYOUT table
 mod tests {
     use super::*;
     use std::mem::{offset_of, size_of};
