@@ -48,3 +48,44 @@ pub trait MapOps {
     /// Zeroes the per-CPU counters of service id `id` (before an id is reused).
     fn reset_stats(&mut self, id: u32) -> Result<(), Self::Error>;
 }
+
+/// Which path serves VIPs for local clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Path {
+    /// The BPF programs are attached and synced.
+    Ebpf,
+    /// The user-space proxy only (mode `userspace`, or `auto` after a failed load or self-test).
+    Userspace,
+    /// `l4.mode = "off"`.
+    Off,
+}
+
+/// The fast path's state as the admin API and metrics show it. Published whole (see [`status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub path: Path,
+    /// Why the path is not `Ebpf` (load, attach or self-test error; not built; mode).
+    pub reason: Option<String>,
+    /// VIPs the maps could not take (over `l4.max_services` / `l4.max_backends`): user space
+    /// serves them.
+    pub refused: std::collections::BTreeSet<layout::ServiceKey>,
+}
+
+static STATUS: std::sync::LazyLock<arc_swap::ArcSwap<Status>> = std::sync::LazyLock::new(|| {
+    arc_swap::ArcSwap::from_pointee(Status {
+        path: Path::Userspace,
+        reason: Some("the fast path has not started".into()),
+        refused: Default::default(),
+    })
+});
+
+/// The current [`Status`] (lock-free read).
+pub fn status() -> std::sync::Arc<Status> {
+    STATUS.load_full()
+}
+
+/// Publishes a new [`Status`].
+pub fn set_status(status: Status) {
+    STATUS.store(std::sync::Arc::new(status));
+}
