@@ -168,6 +168,112 @@ impl Ferryman {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Like [`Ferryman::start_with`], run as the last argument of `prefix` (a command that execs
+    /// it, e.g. `nsenter --net=…`, or a shell that moves itself into a cgroup first).
+    pub fn start_with_prefix(
+        prefix: &[&str],
+        config_toml: &str,
+        files: &[(&str, &[u8])],
+    ) -> Ferryman {
+        Ferryman::start_prefixed(prefix, config_toml, files)
+    }
+
+    /// The process id (of `prefix`'s program until it execs the binary).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (a graceful shutdown) and waits at most `within` for the exit; `None` if it
+    /// did not exit in time (it is then killed on drop).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => pause(Duration::from_millis(20)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Waits at most `within` until a log line contains `needle`; returns that line.
+    pub fn wait_log(&self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self
+                .logs
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned();
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            pause(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A pause on a plain thread (never in async code).
+#[allow(clippy::disallowed_methods)]
+fn pause(d: Duration) {
+    std::thread::sleep(d);
+}
+
+/// Runs `prefix… ferryman --config <dir>/ferryman.toml` (config as [`Ferryman::start`] writes
+/// it) until it exits, at most `within` (then it is killed): its exit status (`None` when it was
+/// killed) and everything it printed.
+pub fn run_to_exit(
+    prefix: &[&str],
+    config_toml: &str,
+    within: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let config_path = dir.path().join("ferryman.toml");
+    std::fs::write(&config_path, loopback_config(config_toml)).expect("write ferryman.toml");
+    let log_path = dir.path().join("out.log");
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let binary = env!("CARGO_BIN_EXE_ferryman");
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
+        .arg("--config")
+        .arg(&config_path)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log file"))
+        .stderr(log)
+        .spawn()
+        .expect("start the ferryman binary");
+    let deadline = Instant::now() + within;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => pause(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    (
+        status,
+        std::fs::read_to_string(&log_path).unwrap_or_default(),
+    )
 }
 
 impl Drop for Ferryman {

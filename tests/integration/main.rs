@@ -9,9 +9,11 @@ mod harness;
 
 mod admin;
 mod bad_input;
+mod cgroup;
 mod cli;
 mod discovery;
 mod dns;
+mod ebpf;
 mod fixture_vips;
 mod l4;
 mod l4_netns;
