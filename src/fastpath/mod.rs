@@ -11,6 +11,9 @@
 //! path.
 
 pub mod layout;
+pub mod loader;
+pub mod maps;
+pub mod selftest;
 pub mod sync;
 
 /// The compiled `ebpf/sock_lb.o`, when build.rs could build it (`cfg(ferryman_bpf)`).
