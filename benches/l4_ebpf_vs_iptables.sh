@@ -269,7 +269,9 @@ SKIPPED=()   # "services way reason"
 load_services() { # n
   local n="$1" deadline url
   stop_pid "$E_PID"; stop_pid "$U_PID"; E_PID=""; U_PID=""
+  # The fast path's pins outlive Ferryman by design: start each count from empty maps.
   NO_COLOR=1 "$FERRYMAN" cleanup --config "$WORK/ebpf.toml" >>"$WORK/cleanup.log" 2>&1 || true
+  rm -rf "$PIN"
   python3 "$ROOT/benches/l4_ebpf/gen.py" "$WORK" --services "$n" --backends "$BACKEND_IPS" --port "$PORT"
   ACTIVE=()
   for way in $WAYS; do
