@@ -374,7 +374,15 @@ struct VipView<'a> {
     /// DNS name of a named VIP; `null` for an IP VIP.
     name: Option<&'a str>,
     backends: Vec<BackendView>,
+    /// What serves the VIP for local clients: `ebpf` (the kernel fast path), `userspace` (the
+    /// proxy), `off` (`l4.mode = "off"`).
+    path: crate::fastpath::Path,
+    /// Why not `ebpf` (`null` when it is).
+    path_reason: Option<&'a str>,
 }
+
+/// `path_reason` of a VIP the fast path's maps refused.
+const REFUSED_REASON: &str = "the fast path's maps are full (l4.max_services or l4.max_backends): served by the user-space path";
 
 #[derive(Debug, Serialize)]
 struct BackendView {
@@ -387,33 +395,73 @@ struct BackendView {
 
 /// The `/v1/vips` JSON array for `snapshot`, in the snapshot's (sorted) order, with each backend's
 /// live health (`up`, or `down` when ejected or failed by active checks) and active connections
-/// from `health` (a backend it does not know, e.g. with L4 off: `up`, 0).
+/// from `health` (a backend it does not know, e.g. with L4 off: `up`, 0), and the path that
+/// serves it (the published fast path status).
 pub fn vips_json(snapshot: &Snapshot, health: &crate::health::HealthView) -> String {
+    vips_json_with(snapshot, health, &crate::fastpath::status())
+}
+
+/// The path serving `vip` and why it is not the fast path (`None` when it is).
+fn vip_path(
+    fastpath: &crate::fastpath::Status,
+    vip: crate::model::VipKey,
+) -> (crate::fastpath::Path, Option<&str>) {
+    use crate::fastpath::{Path, layout};
+    match fastpath.path {
+        Path::Ebpf => {
+            let proto = match vip.protocol {
+                Protocol::Tcp => layout::IPPROTO_TCP,
+                Protocol::Udp => layout::IPPROTO_UDP,
+            };
+            if fastpath
+                .refused
+                .contains(&layout::ServiceKey::new(vip.ip, vip.port, proto))
+            {
+                (Path::Userspace, Some(REFUSED_REASON))
+            } else {
+                (Path::Ebpf, None)
+            }
+        }
+        other => (other, Some(fastpath.reason.as_deref().unwrap_or(""))),
+    }
+}
+
+/// [`vips_json`] with the fast path status given.
+pub fn vips_json_with(
+    snapshot: &Snapshot,
+    health: &crate::health::HealthView,
+    fastpath: &crate::fastpath::Status,
+) -> String {
     let view: Vec<VipView<'_>> = snapshot
         .vips
         .iter()
-        .map(|v| VipView {
-            protocol: v.key.protocol,
-            ip: v.key.ip,
-            port: v.key.port,
-            name: v.name.as_deref(),
-            backends: v
-                .backends
-                .iter()
-                .map(|b| {
-                    let live = health.get(b.id);
-                    BackendView {
-                        ip: b.ip,
-                        port: b.port,
-                        weight: b.weight,
-                        health: match live {
-                            Some(v) if !v.health.is_up() => "down",
-                            _ => "up",
-                        },
-                        active: live.map_or(0, |v| u64::from(v.active)),
-                    }
-                })
-                .collect(),
+        .map(|v| {
+            let (path, path_reason) = vip_path(fastpath, v.key);
+            VipView {
+                protocol: v.key.protocol,
+                ip: v.key.ip,
+                port: v.key.port,
+                name: v.name.as_deref(),
+                path,
+                path_reason,
+                backends: v
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let live = health.get(b.id);
+                        BackendView {
+                            ip: b.ip,
+                            port: b.port,
+                            weight: b.weight,
+                            health: match live {
+                                Some(v) if !v.health.is_up() => "down",
+                                _ => "up",
+                            },
+                            active: live.map_or(0, |v| u64::from(v.active)),
+                        }
+                    })
+                    .collect(),
+            }
         })
         .collect();
     serde_json::to_string(&view).expect("VIP views (strings, numbers, IPs) always serialise")
@@ -481,22 +529,72 @@ mod tests {
         }
     }
 
+    fn userspace(reason: &str) -> crate::fastpath::Status {
+        crate::fastpath::Status {
+            path: crate::fastpath::Path::Userspace,
+            reason: Some(reason.into()),
+            refused: Default::default(),
+        }
+    }
+
     #[test]
     fn vips_render_in_the_contract_shape() {
-        let got: serde_json::Value =
-            serde_json::from_str(&vips_json(&snapshot(), &Default::default())).unwrap();
+        let got: serde_json::Value = serde_json::from_str(&vips_json_with(
+            &snapshot(),
+            &Default::default(),
+            &userspace("l4.mode = userspace"),
+        ))
+        .unwrap();
         let want = serde_json::json!([
             {"protocol": "tcp", "ip": "10.10.0.1", "port": 5000, "name": null,
-             "backends": [{"ip": "127.0.0.1", "port": 8003, "weight": 1, "health": "up", "active": 0}]},
+             "backends": [{"ip": "127.0.0.1", "port": 8003, "weight": 1, "health": "up", "active": 0}],
+             "path": "userspace", "path_reason": "l4.mode = userspace"},
             {"protocol": "tcp", "ip": "11.125.3.7", "port": 80,
              "name": "web.marathon.l4lb.thisdcos.directory",
              "backends": [
                 {"ip": "10.0.2.234", "port": 31000, "weight": 1, "health": "up", "active": 0},
-                {"ip": "10.0.2.235", "port": 31001, "weight": 0, "health": "up", "active": 0}]},
+                {"ip": "10.0.2.235", "port": 31001, "weight": 0, "health": "up", "active": 0}],
+             "path": "userspace", "path_reason": "l4.mode = userspace"},
             {"protocol": "udp", "ip": "fd01:c::5", "port": 53,
-             "name": "dns.marathon.l4lb.thisdcos.directory", "backends": []}
+             "name": "dns.marathon.l4lb.thisdcos.directory", "backends": [],
+             "path": "userspace", "path_reason": "l4.mode = userspace"}
         ]);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn vips_show_the_fast_path_except_for_refused_vips() {
+        use crate::fastpath::{Path, Status, layout};
+        let refused =
+            layout::ServiceKey::new("11.125.3.7".parse().unwrap(), 80, layout::IPPROTO_TCP);
+        let status = Status {
+            path: Path::Ebpf,
+            reason: None,
+            refused: [refused].into_iter().collect(),
+        };
+        let got: serde_json::Value =
+            serde_json::from_str(&vips_json_with(&snapshot(), &Default::default(), &status))
+                .unwrap();
+        assert_eq!(got[0]["path"], "ebpf");
+        assert_eq!(got[0]["path_reason"], serde_json::Value::Null);
+        assert_eq!(got[1]["path"], "userspace", "over the limits");
+        assert!(
+            got[1]["path_reason"]
+                .as_str()
+                .unwrap()
+                .contains("l4.max_services")
+        );
+        // Other VIPs stay on the fast path.
+        assert_eq!(got[2]["path"], "ebpf");
+        let off = Status {
+            path: Path::Off,
+            reason: Some("l4.mode = off".into()),
+            refused: Default::default(),
+        };
+        let got: serde_json::Value =
+            serde_json::from_str(&vips_json_with(&snapshot(), &Default::default(), &off)).unwrap();
+        assert_eq!(got[1]["path"], "off");
+        assert_eq!(got[1]["path_reason"], "l4.mode = off");
     }
 
     #[test]

@@ -88,6 +88,33 @@ pub const L4_UDP_FLOWS: &str = "ferryman_l4_udp_flows";
 /// UDP flows evicted to make room (`l4.udp_max_flows` reached).
 pub const L4_UDP_FLOWS_EVICTED_TOTAL: &str = "ferryman_l4_udp_flows_evicted_total";
 
+/// The eBPF fast path's metrics, registered by `fastpath::stats` (a collector reading the
+/// per-CPU map `fm_stats` and the published fast path status at scrape time).
+///
+/// 1 for the path serving VIPs for local clients, by `path` (`ebpf`, `userspace`, `off`) and
+/// `reason` (empty on `ebpf`).
+pub const L4_FASTPATH_INFO: &str = "ferryman_l4_fastpath_info";
+/// Destinations rewritten to a backend, by `vip` and `hook` (`connect`, `sendmsg`).
+pub const L4_FASTPATH_REWRITES_TOTAL: &str = "ferryman_l4_fastpath_rewrites_total";
+/// Connects/datagrams refused for want of a healthy backend, by `vip`.
+pub const L4_FASTPATH_REFUSED_CONNECTIONS_TOTAL: &str =
+    "ferryman_l4_fastpath_refused_connections_total";
+/// Rewrites skipped because a slot lookup failed, by `vip`.
+pub const L4_FASTPATH_LOOKUP_ERRORS_TOTAL: &str = "ferryman_l4_fastpath_lookup_errors_total";
+/// VIPs, backend slots and Maglev rings in the maps, and the maps' capacity (`_limit`).
+pub const L4_FASTPATH_SERVICES: &str = "ferryman_l4_fastpath_services";
+pub const L4_FASTPATH_BACKENDS: &str = "ferryman_l4_fastpath_backends";
+pub const L4_FASTPATH_RINGS: &str = "ferryman_l4_fastpath_rings";
+pub const L4_FASTPATH_SERVICES_LIMIT: &str = "ferryman_l4_fastpath_services_limit";
+pub const L4_FASTPATH_BACKENDS_LIMIT: &str = "ferryman_l4_fastpath_backends_limit";
+pub const L4_FASTPATH_RINGS_LIMIT: &str = "ferryman_l4_fastpath_rings_limit";
+/// VIPs the maps could not take (over `l4.max_services`/`l4.max_backends`): user space serves them.
+pub const L4_FASTPATH_REFUSED_SERVICES: &str = "ferryman_l4_fastpath_refused_services";
+/// Time one sync of the maps took (desired state from the snapshot + writes).
+pub const L4_FASTPATH_SYNC_SECONDS: &str = "ferryman_l4_fastpath_sync_seconds";
+/// Syncs that failed (logged; retried at the next tick).
+pub const L4_FASTPATH_SYNC_ERRORS_TOTAL: &str = "ferryman_l4_fastpath_sync_errors_total";
+
 /// All metric handles. Get them with [`metrics()`].
 pub struct Metrics {
     pub registry: Registry,

@@ -37,14 +37,34 @@ const LINK_PREFIX: &str = "link_";
 /// refuses names with a dot).
 const NEW_SUFFIX: &str = "_next";
 
-/// A loader failure: what was being done, and the underlying error. Its text is the `reason`
-/// Ferryman reports (log, `/v1/vips`, metrics) when it falls back to user space.
-#[derive(Debug, thiserror::Error)]
-#[error("{context}: {cause}")]
+/// A loader failure: what was being done, and the underlying error with its whole chain of
+/// sources (aya's errors name the map or program, their sources the errno). Its text is the
+/// `reason` Ferryman reports (log, `/v1/vips`, metrics) when it falls back to user space.
+#[derive(Debug)]
 pub struct Error {
     context: String,
     cause: Box<dyn std::error::Error + Send + Sync>,
 }
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.context, self.cause)?;
+        let mut shown = self.cause.to_string();
+        let mut next = self.cause.source();
+        while let Some(e) = next {
+            let text = e.to_string();
+            // Some errors repeat their source's text in their own.
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
 
 impl Error {
     pub fn new(
@@ -581,6 +601,23 @@ mod tests {
             cgroup2_mount("1 2 0:1 / /mnt/my\\040cg rw - cgroup2 none rw\n"),
             Some(PathBuf::from("/mnt/my cg"))
         );
+    }
+
+    #[test]
+    fn error_text_carries_the_whole_source_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("failed to create map `fm_backends`")]
+        struct Outer(#[source] std::io::Error);
+        let e = Error::new(
+            "cannot load the BPF object",
+            Outer(std::io::Error::from_raw_os_error(1)),
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot load the BPF object: failed to create map `fm_backends`: "),
+            "{text}"
+        );
+        assert!(text.contains("Operation not permitted"), "{text}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   what changed, in an order where no lookup sees a zero count or an empty slot.
 //! - [`loader`]: bpffs, cgroup, load/adopt/pin/attach, the layout-version check, cleanup.
 //! - [`selftest`]: `auto` mode's proof that a connect to a test VIP is rewritten.
+//! - [`maps`]: [`MapOps`] over the pinned maps.
+//! - [`run`]: start (load, attach, self-test) and the sync loop; [`stats`]: its metrics.
 //!
 //! May import `model`, `config`, `balance`, `health` and the `metrics` leaf; never another data
 //! path.
@@ -14,6 +16,7 @@ pub mod layout;
 pub mod loader;
 pub mod maps;
 pub mod selftest;
+pub mod stats;
 pub mod sync;
 
 /// The compiled `ebpf/sock_lb.o`, when build.rs could build it (`cfg(ferryman_bpf)`).
