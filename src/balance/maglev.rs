@@ -46,6 +46,7 @@ const MAX_WEIGHT: u64 = 1024;
 const SEED_OFFSET: u64 = 0x6d61_676c_6576_6f66; // "maglevof"
 const SEED_SKIP: u64 = 0x6d61_676c_6576_736b; // "maglevsk"
 const SEED_CLIENT: u64 = 0x6d61_676c_6576_636c; // "maglevcl"
+const SEED_PORT: u64 = 0x6d61_676c_6576_706f; // "maglevpo"
 
 /// A built lookup table: `MAGLEV_TABLE_SIZE` slot indexes.
 pub struct Table {
@@ -86,9 +87,21 @@ impl Table {
         let max_w = max_w.min(MAX_WEIGHT);
         // Slot indexes fit in u16 (u16::MAX marks a free position) for fewer than 65535 slots.
         let entries = if slots.len() < usize::from(u16::MAX) {
-            Entries::Small(fill(&mut entries, max_w, u16::MAX, |i| i as u16))
+            Entries::Small(fill(
+                &mut entries,
+                MAGLEV_TABLE_SIZE,
+                max_w,
+                u16::MAX,
+                |i| i as u16,
+            ))
         } else {
-            Entries::Large(fill(&mut entries, max_w, u32::MAX, |i| i))
+            Entries::Large(fill(
+                &mut entries,
+                MAGLEV_TABLE_SIZE,
+                max_w,
+                u32::MAX,
+                |i| i,
+            ))
         };
         Some(Table { entries })
     }
@@ -140,6 +153,56 @@ impl Table {
     }
 }
 
+/// Builds an equal-weight table of `size` entries (a prime) for the backends whose stable
+/// identities are `keys`: entry `p` is the index into `keys` of the backend owning position `p`.
+/// This is the table of the eBPF fast path (`size` = `fastpath::layout::MAGLEV_M`, 4099, small
+/// enough to write per service into a BPF array), built by the same turns as [`Table::build`].
+///
+/// The permutation of each backend comes from its key alone, never from its index, so a backend
+/// keeps its positions when others come and go; callers pass a stable hash such as
+/// [`hash_endpoint`] of its address. `None` when `keys` is empty or `size` is not a prime (a
+/// non-prime size would let a permutation miss free positions).
+pub fn build_sized(keys: &[u64], size: usize) -> Option<Vec<u32>> {
+    if keys.is_empty() || !is_prime(size) || keys.len() > u32::MAX as usize {
+        return None;
+    }
+    let m = size as u64;
+    let mut entries: Vec<Entry> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| Entry {
+            slot: i as u32,
+            next: (mix64(k ^ SEED_OFFSET) % m) as usize,
+            skip: (mix64(k ^ SEED_SKIP) % (m - 1) + 1) as usize,
+            weight: 1,
+            target: 0,
+        })
+        .collect();
+    Some(fill(&mut entries, size, 1, u32::MAX, |i| i).into_vec())
+}
+
+/// A stable identity for a backend endpoint, for [`build_sized`]: the same on every node and
+/// across restarts (IPv4-mapped IPv6 hashes as the IPv4 address).
+#[inline]
+pub fn hash_endpoint(ip: IpAddr, port: u16) -> u64 {
+    mix64(hash_ip(ip) ^ mix64(u64::from(port) ^ SEED_PORT))
+}
+
+/// Trial division (the sizes here are a few thousand).
+fn is_prime(n: usize) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
 /// One backend's state while the table fills.
 struct Entry {
     slot: u32,
@@ -152,15 +215,16 @@ struct Entry {
     target: u64,
 }
 
-/// Fills a table of `T` (with `free` marking an empty position) by the weighted Maglev turns.
+/// Fills a table of `m` (prime) entries of `T` (with `free` marking an empty position) by the
+/// weighted Maglev turns. `entries` must not be empty and their `next`/`skip` must be below `m`.
 fn fill<T: Copy + Eq>(
     entries: &mut [Entry],
+    m: usize,
     max_w: u64,
     free: T,
     conv: impl Fn(u32) -> T,
 ) -> Box<[T]> {
-    const M: usize = MAGLEV_TABLE_SIZE;
-    let mut table = vec![free; M].into_boxed_slice();
+    let mut table = vec![free; m].into_boxed_slice();
     let mut filled = 0usize;
     let mut iteration: u64 = 1;
     loop {
@@ -172,12 +236,12 @@ fn fill<T: Copy + Eq>(
             // Terminates: `skip` is coprime with M (prime), so the walk reaches every position,
             // and at least one is free.
             while table[e.next] != free {
-                e.next = step(e.next, e.skip);
+                e.next = step(e.next, e.skip, m);
             }
             table[e.next] = conv(e.slot);
-            e.next = step(e.next, e.skip);
+            e.next = step(e.next, e.skip, m);
             filled += 1;
-            if filled == M {
+            if filled == m {
                 return table;
             }
         }
@@ -185,15 +249,11 @@ fn fill<T: Copy + Eq>(
     }
 }
 
-/// `(pos + skip) % M` for `pos, skip < M`.
+/// `(pos + skip) % m` for `pos, skip < m`.
 #[inline]
-fn step(pos: usize, skip: usize) -> usize {
+fn step(pos: usize, skip: usize, m: usize) -> usize {
     let n = pos + skip;
-    if n >= MAGLEV_TABLE_SIZE {
-        n - MAGLEV_TABLE_SIZE
-    } else {
-        n
-    }
+    if n >= m { n - m } else { n }
 }
 
 /// A stable hash of the client address (IPv4-mapped IPv6 hashes as the IPv4 address), the same
@@ -206,5 +266,99 @@ pub fn hash_ip(client: IpAddr) -> u64 {
             let b = a.to_bits();
             mix64((b >> 64) as u64 ^ mix64(b as u64 ^ SEED_CLIENT))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                hash_endpoint(
+                    IpAddr::from([10, 1, (i / 200) as u8, (i % 200) as u8]),
+                    8080,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sized_table_is_full_and_even() {
+        let n = 10;
+        let t = build_sized(&keys(n), 4099).expect("table");
+        assert_eq!(t.len(), 4099);
+        let mut owned = vec![0usize; n];
+        for &v in &t {
+            owned[v as usize] += 1;
+        }
+        // Equal weights: every backend owns about M / N = 410 positions.
+        for (i, &o) in owned.iter().enumerate() {
+            assert!((369..=451).contains(&o), "backend {i} owns {o}");
+        }
+    }
+
+    #[test]
+    fn sized_table_rejects_empty_and_non_prime() {
+        assert!(build_sized(&[], 4099).is_none());
+        assert!(build_sized(&keys(3), 4100).is_none());
+        assert!(build_sized(&keys(3), 1).is_none());
+        assert!(build_sized(&keys(3), 7).is_some());
+    }
+
+    #[test]
+    fn sized_table_removing_one_of_n_moves_about_one_nth() {
+        // Measured (M = 4099): N = 3, 5, 10, 20 move 1.00, 1.03, 1.18, 1.35 x M/N positions;
+        // N = 40, 100, 300 move 188, 166, 72 (the paper's M >= 100 N rule: with fewer
+        // positions per backend, Maglev's extra churn grows relative to 1/N, but stays a few %).
+        for n in [3usize, 5, 10, 20, 40, 100, 300] {
+            let all = keys(n);
+            let before = build_sized(&all, 4099).expect("table");
+            let removed = n / 2;
+            let rest: Vec<u64> = all
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != removed)
+                .map(|(_, &k)| k)
+                .collect();
+            let after = build_sized(&rest, 4099).expect("table");
+            // Compare by backend identity: indexes shift when the list shrinks.
+            let changed = before
+                .iter()
+                .zip(&after)
+                .filter(|&(&b, &a)| all[b as usize] != rest[a as usize])
+                .count();
+            let owned = before.iter().filter(|&&b| b as usize == removed).count();
+            // Every position of the removed backend moves, and those of the others stay put
+            // unless the removed one's turns displaced them.
+            assert!(changed >= owned, "n={n}: {changed} changed, {owned} owned");
+            let share = 4099.0 / n as f64;
+            if n <= 20 {
+                assert!(
+                    changed as f64 <= share * 1.5,
+                    "n={n}: {changed} changed, 1/N = {share:.0}"
+                );
+            } else {
+                assert!(changed * 20 <= 4099, "n={n}: {changed} changed (> 5 %)");
+            }
+        }
+    }
+
+    #[test]
+    fn sized_table_depends_on_keys_not_positions() {
+        let all = keys(6);
+        let t = build_sized(&all, 4099).expect("table");
+        let mut rev = all.clone();
+        rev.reverse();
+        let r = build_sized(&rev, 4099).expect("table");
+        // The same backends in another order own nearly the same positions (the turn order only
+        // settles contested positions).
+        let same = t
+            .iter()
+            .zip(&r)
+            .filter(|&(&a, &b)| all[a as usize] == rev[b as usize])
+            .count();
+        assert!(same * 10 >= 4099 * 8, "{same} of 4099 kept");
     }
 }

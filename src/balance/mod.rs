@@ -55,6 +55,10 @@ use crate::config::Balance;
 use crate::health::BackendState;
 use crate::model::BackendId;
 
+/// App label choosing the balancer of the app's VIPs and service ports (user-space L4 proxy and
+/// eBPF fast path alike).
+pub const BALANCE_LABEL: &str = "FERRYMAN_L4_BALANCE";
+
 /// What the balancer is built from: one entry per backend, in the pool's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {

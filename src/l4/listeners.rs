@@ -25,8 +25,7 @@ use crate::health::{BackendState, Registry};
 use crate::metrics::metrics;
 use crate::model::{App, Backend, BackendId, Protocol, Snapshot, VipKey};
 
-/// App label choosing the balancer of the app's VIPs and service ports.
-pub const BALANCE_LABEL: &str = "FERRYMAN_L4_BALANCE";
+pub use crate::balance::BALANCE_LABEL;
 
 /// A listener's identity: protocol and bound address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
