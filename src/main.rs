@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use ferryman::config::{Config, L4Mode};
+use ferryman::fastpath::{self, Path as FastPath};
 use ferryman::health::{HealthPolicy, Registry};
 use ferryman::model::Publisher;
 use ferryman::{admin, discovery, dns, l4};
@@ -46,14 +47,28 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The eBPF fast path's self-test client (started by ferryman itself inside a test cgroup).
+    #[command(name = "__fastpath-selftest", hide = true)]
+    FastpathSelftest { vip: std::net::SocketAddr },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::FastpathSelftest { vip }) = cli.command {
+        // No logging set up: stdout and stderr are the parent's to read.
+        return match fastpath::selftest::child_main(vip) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     init_tracing();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Cleanup { config }) => cleanup(config.as_deref().unwrap_or(&cli.config)),
+        Some(Command::FastpathSelftest { .. }) => ExitCode::SUCCESS, // handled above
         None => run(&cli.config),
     }
 }
@@ -99,8 +114,23 @@ fn cleanup(path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // The VIP link (with every VIP address on it). BPF pins belong to the L4 fast path, which
-    // removes them here once it exists.
+    // The fast path: link pins first (the programs detach), then maps, then the pin dir.
+    match fastpath::loader::cleanup(&config.l4) {
+        Ok(removed) if removed.is_empty() => tracing::info!(
+            pin_dir = %config.l4.bpf_pin_dir.display(),
+            "no fast path pins to remove"
+        ),
+        Ok(removed) => tracing::info!(
+            pin_dir = %config.l4.bpf_pin_dir.display(),
+            removed = removed.join(","),
+            "removed the fast path's programs and pinned maps"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cleanup of the fast path pins failed");
+            return ExitCode::from(1);
+        }
+    }
+    // The VIP link (with every VIP address on it).
     let link = config.l4.link.as_deref().unwrap_or("");
     match runtime.block_on(l4::cleanup(&config.l4)) {
         Ok(true) => tracing::info!(link, "removed the VIP link"),
@@ -180,27 +210,46 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         });
     }
     let registry = Registry::new(HealthPolicy::from_config(&config.l4));
+    fastpath::stats::register();
     match config.l4.mode {
-        // The eBPF fast path is not built yet: auto means user space for now.
-        L4Mode::Userspace | L4Mode::Auto => {
+        L4Mode::Off => {
+            let l4 = config.l4.clone();
+            tokio::task::spawn_blocking(move || fastpath::run::remove(&l4))
+                .await
+                .context("fast path cleanup panicked")?;
+            fastpath::run::set_not_serving(FastPath::Off, "l4.mode = off");
+            tracing::info!("l4.mode = off: no L4 balancing; no fast path programs or pins left");
+        }
+        L4Mode::Userspace => {
+            fastpath::run::set_not_serving(FastPath::Userspace, "l4.mode = userspace");
+            tracing::info!(
+                "VIPs are served by the user-space path (l4.mode = userspace); the eBPF fast path is not loaded"
+            );
+        }
+        L4Mode::Auto | L4Mode::Ebpf => {
             let (config, token, snapshots, registry) = (
                 config.clone(),
                 shutdown.child_token(),
                 snapshots.clone(),
                 registry.clone(),
             );
-            tasks.spawn(async move {
-                l4::run(config, snapshots, registry, token)
-                    .await
-                    .context("l4 stopped")
-            });
+            tasks.spawn(fast_path(config, snapshots, registry, token));
         }
-        L4Mode::Ebpf => {
-            tracing::warn!(
-                "l4.mode = \"ebpf\": the eBPF fast path is not available yet; no L4 balancing"
-            )
-        }
-        L4Mode::Off => {}
+    }
+    if config.l4.mode != L4Mode::Off {
+        // Service ports, and VIP listeners for clients outside the fast path's cgroup (and
+        // VIPs the fast path refused).
+        let (config, token, snapshots, registry) = (
+            config.clone(),
+            shutdown.child_token(),
+            snapshots.clone(),
+            registry.clone(),
+        );
+        tasks.spawn(async move {
+            l4::run(config, snapshots, registry, token)
+                .await
+                .context("l4 stopped")
+        });
     }
     {
         let (config, token, snapshots) =
@@ -250,6 +299,47 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `l4.mode = "auto"` or `"ebpf"`: loads, attaches and self-tests the fast path, then keeps its
+/// maps in sync until `shutdown` (leaving it attached). When it cannot start, whatever it
+/// attached is removed; `auto` goes on with the user-space path (and says why), `ebpf` fails.
+async fn fast_path(
+    config: Arc<Config>,
+    snapshots: ferryman::model::Snapshots,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    const STARTING: &str = "the eBPF fast path is starting (load, attach, self-test)";
+    fastpath::run::set_not_serving(FastPath::Userspace, STARTING);
+    tracing::info!(
+        reason = STARTING,
+        "VIPs are served by the user-space path until the fast path is up"
+    );
+    let l4 = config.l4.clone();
+    let started = tokio::task::spawn_blocking(move || fastpath::run::start(&l4))
+        .await
+        .unwrap_or_else(|e| Err(format!("the fast path start panicked: {e}")));
+    let reason = match started {
+        Ok(started) => {
+            return fastpath::run::run(started, config, snapshots, registry, shutdown).await;
+        }
+        Err(reason) => reason,
+    };
+    let l4 = config.l4.clone();
+    let _ = tokio::task::spawn_blocking(move || fastpath::run::remove(&l4)).await;
+    if config.l4.mode == L4Mode::Ebpf {
+        fastpath::run::set_not_serving(FastPath::Userspace, reason.clone());
+        anyhow::bail!("l4.mode = \"ebpf\" and the eBPF fast path cannot start: {reason}");
+    }
+    // Logged before it is published, so that whoever sees the reason finds it in the log.
+    tracing::warn!(
+        reason = %reason,
+        "the eBPF fast path is unavailable (l4.mode = auto): VIPs are served by the user-space path"
+    );
+    fastpath::run::set_not_serving(FastPath::Userspace, reason);
+    shutdown.cancelled().await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM, naming the signal.

@@ -15,6 +15,7 @@
 pub mod layout;
 pub mod loader;
 pub mod maps;
+pub mod run;
 pub mod selftest;
 pub mod stats;
 pub mod sync;

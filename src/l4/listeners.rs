@@ -214,14 +214,17 @@ impl Listeners {
         let targets = targets(snapshot, &self.ctx.settings, vips);
         let mut done = Reconciled::default();
 
-        // The registry holds exactly the backends some listener serves.
+        // The registry holds the backends of the listeners and of every VIP, also without VIP
+        // listeners: the eBPF fast path serves VIPs from health the registry keeps (checks).
+        let every_vip = (!vips).then(|| self::targets(snapshot, &self.ctx.settings, true));
+        let health_targets = every_vip.as_ref().unwrap_or(&targets);
         self.registry.reconcile(
-            targets
+            health_targets
                 .values()
                 .flat_map(|t| t.backends.iter().map(|(id, addr, _)| (*id, *addr))),
         );
         self.registry.set_membership(
-            targets
+            health_targets
                 .iter()
                 .map(|(k, t)| {
                     let label = VipKey {
