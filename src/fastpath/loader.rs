@@ -851,7 +851,7 @@ pub(crate) mod smoke {
             v
         }
 
-        fn l4(&self) -> L4Config {
+        pub(crate) fn l4(&self) -> L4Config {
             let mut l4 = crate::config::Config::default().l4;
             l4.bpf_pin_dir = self.settings.pin_dir.clone();
             l4.cgroup = Some(self.settings.cgroup.clone());

@@ -46,6 +46,14 @@ impl std::fmt::Debug for Started {
 /// self-test that a connect is rewritten. Blocking. `Err` is the reason, for the log,
 /// `/v1/vips` and the info metric; whatever was attached stays attached (see [`fallback`]).
 pub fn start(l4: &L4Config) -> Result<Started, String> {
+    start_with(l4, selftest::ferryman_child)
+}
+
+/// [`start`] with the self-test's client command given (tests use their own binary).
+pub fn start_with(
+    l4: &L4Config,
+    child: impl FnOnce(std::net::SocketAddr) -> std::process::Command,
+) -> Result<Started, String> {
     let object = OBJECT.ok_or(super::NOT_BUILT)?;
     let settings = Settings::from_config(l4).map_err(|e| e.to_string())?;
     let loader::Attached {
@@ -55,12 +63,7 @@ pub fn start(l4: &L4Config) -> Result<Started, String> {
         replaced,
         restarted,
     } = loader::load_and_attach(&settings, object).map_err(|e| e.to_string())?;
-    selftest::run(
-        &mut maps,
-        settings.selftest_id(),
-        &settings.cgroup,
-        selftest::ferryman_child,
-    )?;
+    selftest::run(&mut maps, settings.selftest_id(), &settings.cgroup, child)?;
     tracing::info!(
         cgroup = %settings.cgroup.display(),
         pin_dir = %settings.pin_dir.display(),
@@ -276,4 +279,31 @@ pub async fn run(
     }
     tracing::info!("fast path: programs stay attached and maps pinned while ferryman is down");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fastpath::loader::smoke::Fixture;
+
+    /// A failed self-test is an `Err` naming it, and [`remove`] then leaves nothing attached or
+    /// pinned; a good start twice (a restart) keeps one set of programs and adopts the maps.
+    #[test]
+    fn failed_selftest_is_reported_and_removed_and_restart_adopts() {
+        let Some(f) = Fixture::new() else { return };
+        let l4 = f.l4();
+        let err = start_with(&l4, |_| std::process::Command::new("false")).unwrap_err();
+        assert!(err.starts_with("self-test:"), "{err}");
+        f.assert_attached(1); // still attached until removed
+        remove(&l4);
+        assert!(!f.settings.pin_dir.exists());
+        f.assert_attached(0);
+
+        let first = start_with(&l4, Fixture::child).unwrap();
+        assert_eq!(first.syncer.occupancy().0, 0);
+        drop(first);
+        let again = start_with(&l4, Fixture::child).unwrap();
+        assert_eq!(again.settings, Settings::from_config(&l4).unwrap());
+        f.assert_attached(1);
+    }
 }
