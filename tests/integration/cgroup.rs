@@ -315,19 +315,6 @@ fn sweep_stale() {
     }
 }
 
-/// What this process's guards left behind: `ferryman-it-<pid>-…` cgroups and pin directories.
-pub fn leftovers_of_this_process() -> Vec<PathBuf> {
-    let mine = format!("{PREFIX}{}-", std::process::id());
-    cgroup2_mount()
-        .into_iter()
-        .chain(std::iter::once(PathBuf::from(BPFFS)))
-        .filter_map(|d| std::fs::read_dir(d).ok())
-        .flat_map(|entries| entries.flatten())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&mine))
-        .map(|e| e.path())
-        .collect()
-}
-
 #[test]
 fn mountinfo_escapes_are_undone() {
     assert_eq!(unescape("/a\\040b"), "/a b");
