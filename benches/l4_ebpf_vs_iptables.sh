@@ -13,6 +13,8 @@
 #   FERRYMAN_BIN        a ferryman binary (else: cargo build --release, in CARGO_TARGET_DIR)
 #   IPTABLES_RESTORE [iptables-restore]   e.g. iptables-legacy-restore
 #   CLIENT_CPU [0]      the core wrk is pinned to; nginx and ferryman get the others
+#   SYNC_REPEATS [4]    extra full map syncs (restart on empty maps) at the largest count
+#   NICE [0]            nice value for wrk, nginx and ferryman (e.g. -5 on a busy machine)
 #   KEEP [0]            1 = keep the work directory (logs, raw results)
 #
 # Topology (all in network namespaces created here; none has a route off the machine):
@@ -56,20 +58,26 @@ FERRYMAN="${FERRYMAN_BIN:-}"
 IPT_RESTORE="${IPTABLES_RESTORE:-iptables-restore}"
 CLIENT_CPU="${CLIENT_CPU:-0}"
 KEEP="${KEEP:-0}"
+SYNC_REPEATS="${SYNC_REPEATS:-4}"
+NICE="${NICE:-0}"
 PORT=80
 BACKEND_IPS="10.201.0.2,10.201.0.3,10.201.0.4"
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
   "") ;;
   *) echo "no arguments; settings come from the environment" >&2; usage >&2; exit 2 ;;
 esac
+[[ "$SYNC_REPEATS" =~ ^[0-9]+$ ]] || { echo "SYNC_REPEATS: not a number" >&2; exit 2; }
+[[ "$NICE" =~ ^-?[0-9]+$ ]] && [ "$NICE" -ge -20 ] && [ "$NICE" -le 19 ] ||
+  { echo "NICE: want -20..19" >&2; exit 2; }
 for n in "$RUNS" "$DURATION" "$CONNS" $COUNTS; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "not a positive integer: $n" >&2; exit 2; }
 done
 [ "$RUNS" -le 50 ] && [ "$DURATION" -le 120 ] && [ "$CONNS" -le 2000 ] ||
   { echo "at most 50 runs of 120 s with 2000 connections" >&2; exit 2; }
+COUNTS="$(tr -s ' ' '\n' <<<"$COUNTS" | grep . | sort -n | paste -sd' ')"
 for c in $COUNTS; do
   [ "$c" -le 65536 ] || { echo "at most 65536 services (the VIP scheme): $c" >&2; exit 2; }
 done
@@ -236,7 +244,7 @@ EOF
 
 start_ferryman() { # name ns config; sets F_PID
   TOKIO_WORKER_THREADS=1 RUST_LOG=info NO_COLOR=1 \
-    nsenter --net="/run/netns/$2" taskset -c "$SERVER_CPUS" "$FERRYMAN" --config "$3" \
+    nsenter --net="/run/netns/$2" nice -n "$NICE" taskset -c "$SERVER_CPUS" "$FERRYMAN" --config "$3" \
     >"$WORK/$1.log" 2>&1 &
   F_PID=$!
   PIDS+=("$F_PID")
@@ -244,7 +252,7 @@ start_ferryman() { # name ns config; sets F_PID
 
 # === nginx ===
 python3 "$ROOT/benches/l4_ebpf/gen.py" "$WORK" --services 1 --backends "$BACKEND_IPS" --port "$PORT" --nginx
-nsx "$NS_B" taskset -c "$SERVER_CPUS" nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" \
+nsx "$NS_B" nice -n "$NICE" taskset -c "$SERVER_CPUS" nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" \
   >"$WORK/nginx.log" 2>&1 &
 N_PID=$!
 PIDS+=("$N_PID")
@@ -305,7 +313,7 @@ load_services() { # n
           ACTIVE+=(ebpf)
           # Let the sync finish logging, then keep what it said.
           sleep 1
-          grep -iE "fastpath|ebpf|bpf" "$WORK/ebpf-$n.log" | grep -iE "sync" | sed "s/^/$n services: /" >>"$WORK/sync.txt" || true
+          grep -E "fastpath (synced|sync failed)" "$WORK/ebpf-$n.log" | sed "s/^/$n services: /" >>"$WORK/sync.txt" || true
         else
           SKIPPED+=("$n ebpf $url did not answer: $(grep -iE 'warn|error' "$WORK/ebpf-$n.log" | tail -1 | cut -c1-200)")
           log "ebpf skipped at $n services (log: $(tail -1 "$WORK/ebpf-$n.log" | cut -c1-200))"
@@ -338,7 +346,7 @@ load_services() { # n
 wrk_run() { # scenario way round url close(0/1)
   local out hdr=()
   [ "$5" = 1 ] && hdr=(-H "Connection: close")
-  out="$(as_client "$2" timeout $((DURATION + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" \
+  out="$(as_client "$2" timeout $((DURATION + 30)) nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" \
     -d"${DURATION}s" --timeout 5s --latency "${hdr[@]}" "$4" 2>&1)" ||
     die "wrk failed ($1 $2 round $3): $out"
   printf '### %s %s %s\n%s\n' "$1" "$2" "$3" "$out" >>"$WORK/wrk.log"
@@ -348,7 +356,7 @@ wrk_run() { # scenario way round url close(0/1)
 # === Run ===
 nways=$(wc -w <<<"$WAYS")
 ncounts=$(wc -w <<<"$COUNTS")
-est=$((ncounts * 2 * RUNS * nways * (DURATION + 1) + ncounts * 15))
+est=$((ncounts * 2 * RUNS * nways * (DURATION + 1) + ncounts * 15 + SYNC_REPEATS * 3))
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "load average $LOAD_START; wrk on cpu $CLIENT_CPU, nginx and ferryman on $SERVER_CPUS; open files $NOFILE"
 log "estimate: about $((est / 60)) min $((est % 60)) s ($ncounts counts x 2 modes x $RUNS rounds x $nways ways x ${DURATION}s, plus loading)"
@@ -368,13 +376,35 @@ for n in $COUNTS; do
     done
   done
 done
-stop_pid "$E_PID"; stop_pid "$U_PID"; E_PID=""; U_PID=""
+stop_pid "$U_PID"; U_PID=""
+
+# More samples of the fast path's full map sync at the largest count: Ferryman restarted on empty
+# maps (pins removed), each logging one "fastpath synced ... elapsed_ms=".
+largest="$n" # the last count loaded, the largest (COUNTS is sorted)
+if [ -n "$E_PID" ] && [ "$SYNC_REPEATS" -gt 0 ]; then
+  log "$largest services: $SYNC_REPEATS more full map syncs from empty maps"
+  for r in $(seq 1 "$SYNC_REPEATS"); do
+    stop_pid "$E_PID"; E_PID=""
+    NO_COLOR=1 "$FERRYMAN" cleanup --config "$WORK/ebpf.toml" >>"$WORK/cleanup.log" 2>&1 || true
+    rm -rf "$PIN"
+    start_ferryman "ebpf-$largest-sync$r" "$NS_C" "$WORK/ebpf.toml"
+    E_PID="$F_PID"
+    deadline=$((SECONDS + 60))
+    until grep -qE "fastpath (synced|sync failed)" "$WORK/ebpf-$largest-sync$r.log"; do
+      kill -0 "$E_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ] || break
+      sleep 0.2
+    done
+    grep -E "fastpath (synced|sync failed)" "$WORK/ebpf-$largest-sync$r.log" |
+      sed "s/^/$largest services: /" >>"$WORK/sync.txt" || true
+  done
+fi
+stop_pid "$E_PID"; E_PID=""
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "load average $LOAD_END"
 
 echo
 echo "ferryman $("$FERRYMAN" --version 2>/dev/null | head -1), nginx $(nginx -v 2>&1 | sed 's/.*\///') (1 worker, 3 backend addresses), $("$IPT_RESTORE" --version 2>/dev/null | head -1 || echo "$IPT_RESTORE"), kernel $(uname -r)"
-echo "wrk -t1 -c$CONNS -d${DURATION}s on cpu $CLIENT_CPU; nginx + ferryman (1 tokio worker) on cpu $SERVER_CPUS; $RUNS rounds, ways rotated per round; $NCPU cores"
+echo "wrk -t1 -c$CONNS -d${DURATION}s on cpu $CLIENT_CPU; nginx + ferryman (1 tokio worker) on cpu $SERVER_CPUS; nice $NICE; $RUNS rounds, ways rotated per round; $NCPU cores"
 echo "load average at start: $LOAD_START   at end: $LOAD_END"
 echo
 python3 "$ROOT/benches/l4_ebpf/summarize.py" "$WORK/results.tsv" "$WORK/sync.txt" "${SKIPPED[@]}"
