@@ -60,15 +60,18 @@ async fn vips_of_the_demo_answer() {
     // By (protocol, ip, port): the IP VIP 10.10.0.1 sorts before the 11.0.0.0/8 named VIP.
     // /api's one task on 127.0.0.1 host port 8003; /web's two tasks on host ports 8001 and 8002,
     // both healthy (weight 1). /batch/cleanup has no ports and no VIP.
+    // The harness runs with `l4.mode = "off"`: every VIP says so, with the reason.
     let want = serde_json::json!([
         {"protocol": "tcp", "ip": "10.10.0.1", "port": 5000, "name": null,
          "backends": [
-            {"ip": "127.0.0.1", "port": 8003, "weight": 1, "health": "up", "active": 0}]},
+            {"ip": "127.0.0.1", "port": 8003, "weight": 1, "health": "up", "active": 0}],
+         "path": "off", "path_reason": "l4.mode = off"},
         {"protocol": "tcp", "ip": WEB_VIP_IP, "port": 80,
          "name": "web.marathon.l4lb.thisdcos.directory",
          "backends": [
             {"ip": "127.0.0.1", "port": 8001, "weight": 1, "health": "up", "active": 0},
-            {"ip": "127.0.0.1", "port": 8002, "weight": 1, "health": "up", "active": 0}]}
+            {"ip": "127.0.0.1", "port": 8002, "weight": 1, "health": "up", "active": 0}],
+         "path": "off", "path_reason": "l4.mode = off"}
     ]);
     assert_eq!(got, want, "body: {}", r.body);
 }
