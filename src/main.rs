@@ -221,6 +221,12 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             tracing::info!("l4.mode = off: no L4 balancing; no fast path programs or pins left");
         }
         L4Mode::Userspace => {
+            // Programs a previous eBPF run left would go on rewriting VIPs from maps nobody
+            // syncs any more.
+            let l4 = config.l4.clone();
+            tokio::task::spawn_blocking(move || fastpath::run::remove(&l4))
+                .await
+                .context("fast path cleanup panicked")?;
             fastpath::run::set_not_serving(FastPath::Userspace, "l4.mode = userspace");
             tracing::info!(
                 "VIPs are served by the user-space path (l4.mode = userspace); the eBPF fast path is not loaded"
