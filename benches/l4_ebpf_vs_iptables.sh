@@ -131,7 +131,7 @@ cleanup() {
   if [ -n "${FERRYMAN:-}" ] && [ -f "$WORK/ebpf.toml" ]; then
     NO_COLOR=1 "$FERRYMAN" cleanup --config "$WORK/ebpf.toml" >>"$WORK/cleanup.log" 2>&1
   fi
-  [ -d "$PIN" ] && rm -rf "$PIN"
+  rm -rf "$PIN" "$PIN-userspace"
   for ns in "${NSES[@]}"; do
     # Only processes this script started can be in these namespaces.
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
@@ -265,7 +265,9 @@ done
 
 ferryman_config "$WORK/ebpf.toml" ebpf "" "cgroup = \"$CG/lb\"
 bpf_pin_dir = \"$PIN\""
-ferryman_config "$WORK/userspace.toml" userspace "$LINK_U"
+# Its own (never created) pin dir: l4.mode = userspace removes the pins it finds there, and the
+# default, /sys/fs/bpf/ferryman, is the host's.
+ferryman_config "$WORK/userspace.toml" userspace "$LINK_U" "bpf_pin_dir = \"$PIN-userspace\""
 
 E_PID=""
 U_PID=""
