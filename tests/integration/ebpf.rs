@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -56,6 +56,21 @@ const ECONNREFUSED: i64 = 111;
 /// The address of backend `i`: 127.0.0.<i+2> (inside the test namespace).
 fn backend_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, u8::try_from(i + 2).expect("few backends"))
+}
+
+/// The IPv6 address of backend `i` of an IPv6 test: fd00:1::<i+2> (added to the namespace's
+/// `lo` by [`Env::add_v6_addresses`]).
+fn backend_ip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfd00,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u16::try_from(i + 2).expect("few backends"),
+    )
 }
 
 fn sock(s: &str) -> SocketAddr {
@@ -109,7 +124,7 @@ fn available() -> bool {
 /// One task of an app: backend address and Marathon health result (`None`: no health check).
 #[derive(Clone, Debug)]
 struct Task {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     port: u16,
     alive: Option<bool>,
 }
@@ -133,12 +148,26 @@ impl App {
             tasks: indices
                 .iter()
                 .map(|&i| Task {
-                    ip: backend_ip(i),
+                    ip: backend_ip(i).into(),
                     port: HTTP_PORT,
                     alive: None,
                 })
                 .collect(),
         }
+    }
+
+    /// The app's tasks on `ips` instead (same ports).
+    fn at(mut self, ips: &[IpAddr]) -> App {
+        let port = self.tasks.first().map_or(HTTP_PORT, |t| t.port);
+        self.tasks = ips
+            .iter()
+            .map(|&ip| Task {
+                ip,
+                port,
+                alive: None,
+            })
+            .collect();
+        self
     }
 
     /// A UDP app on port [`UDP_PORT`] of backends `indices`.
@@ -173,7 +202,8 @@ impl App {
                 let mut v = json!({
                     "id": id, "appId": self.id, "host": t.ip.to_string(),
                     "slaveId": format!("agent-{k}"), "ports": [t.port],
-                    "ipAddresses": [{"ipAddress": t.ip.to_string(), "protocol": "IPv4"}],
+                    "ipAddresses": [{"ipAddress": t.ip.to_string(),
+                                     "protocol": if t.ip.is_ipv4() { "IPv4" } else { "IPv6" }}],
                     "state": "TASK_RUNNING",
                     "stagedAt": "2026-01-12T09:30:01.000Z",
                     "startedAt": "2026-01-12T09:30:03.000Z",
@@ -246,15 +276,16 @@ def udp(s):
         s.sendto(tag.encode()+b':'+d,a)
 work=[]
 for spec in sys.argv[2:]:
-    kind,ip,port=spec.split(':')
+    kind,rest=spec.split(':',1); ip,port=rest.rsplit(':',1)
+    fam=socket.AF_INET6 if ':' in ip else socket.AF_INET
     if kind=='tcp':
-        s=socket.socket(socket.AF_INET,socket.SOCK_STREAM)
+        s=socket.socket(fam,socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
         s.bind((ip,int(port)))
         s.listen(4096)
         work.append((tcp,s))
     else:
-        s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+        s=socket.socket(fam,socket.SOCK_DGRAM)
         s.bind((ip,int(port)))
         work.append((udp,s))
 for f,s in work:
@@ -270,13 +301,13 @@ threading.Event().wait()
 /// all. Prints one JSON object: `answers` `[[tag, backend-seen peer port, own local port], …]`,
 /// `errors` `[[errno, text], …]`.
 const HTTP_CLIENT_PY: &str = r#"import socket,sys,json,time,errno
-total=int(sys.argv[1]); targets=[(t.rsplit(':',1)[0],int(t.rsplit(':',1)[1])) for t in sys.argv[2].split(',')]
+total=int(sys.argv[1]); targets=[(t.rsplit(':',1)[0].strip('[]'),int(t.rsplit(':',1)[1])) for t in sys.argv[2].split(',')]
 deadline=time.time()+float(sys.argv[3])
 answers=[]; errors=[]
 for k in range(total):
     if time.time()>deadline: break
     t=targets[k%len(targets)]
-    s=socket.socket(socket.AF_INET,socket.SOCK_STREAM); s.settimeout(3)
+    s=socket.socket(socket.AF_INET6 if ':' in t[0] else socket.AF_INET,socket.SOCK_STREAM); s.settimeout(3)
     try:
         s.connect(t)
         local=s.getsockname()[1]
@@ -402,17 +433,18 @@ print(json.dumps(out))
 /// (`send`/`recv`, getpeername). JSON: `unconnected` `[[socket, n, answer, from ip, from port]]`,
 /// `connected` `[answer, peer ip, peer port]`.
 const UDP_CLIENT_PY: &str = r#"import socket,sys,json
-host,port=sys.argv[1].rsplit(':',1); vip=(host,int(port)); n=int(sys.argv[2])
+host,port=sys.argv[1].rsplit(':',1); host=host.strip('[]'); vip=(host,int(port)); n=int(sys.argv[2])
+fam=socket.AF_INET6 if ':' in host else socket.AF_INET
 un=[]
 for i in range(n):
-    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3)
+    s=socket.socket(fam,socket.SOCK_DGRAM); s.settimeout(3)
     for k in range(2):
         p=('s%d-%d'%(i,k)).encode()
         s.sendto(p,vip)
         d,a=s.recvfrom(2048)
         un.append([i,k,d.decode(),a[0],a[1]])
     s.close()
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3)
+s=socket.socket(fam,socket.SOCK_DGRAM); s.settimeout(3)
 s.connect(vip); s.send(b'c'); d=s.recv(2048); p=s.getpeername()
 print(json.dumps({'unconnected':un,'connected':[d.decode(),p[0],p[1]]}))
 "#;
@@ -599,9 +631,22 @@ impl Env {
 
     /// Starts backends `b0…b{n-1}` on 127.0.0.2… (TCP and UDP).
     fn start_backends(&mut self, n: usize) {
+        let ips: Vec<IpAddr> = (0..n).map(|i| backend_ip(i).into()).collect();
+        self.start_backends_at(&ips);
+    }
+
+    /// Adds fd00:1::2… (`n` of them, [`backend_ip6`]) to the namespace's `lo`.
+    fn add_v6_addresses(&self, n: usize) {
         for i in 0..n {
+            let a = format!("{}/128", backend_ip6(i));
+            self.ns.ip(&["-6", "addr", "add", &a, "dev", "lo", "nodad"]);
+        }
+    }
+
+    /// Starts backend `b<i>` on `ips[i]` (TCP and UDP).
+    fn start_backends_at(&mut self, ips: &[IpAddr]) {
+        for (i, ip) in ips.iter().enumerate() {
             let tag = format!("b{i}");
-            let ip = backend_ip(i);
             let log = self.dir.path().join(format!("{tag}.log"));
             let proc = self.ns.spawn(
                 &self.python.display().to_string(),
@@ -1021,6 +1066,7 @@ impl Env {
         let mut c = self.client_command(curl);
         c.args([
             "-s",
+            "-g",
             "--noproxy",
             "*",
             "-m",
@@ -1885,7 +1931,7 @@ fn vip_without_healthy_backend_refuses_at_once() {
         vip: dead_vip.to_string(),
         tasks: (1..=2)
             .map(|i| Task {
-                ip: Ipv4Addr::new(10, 255, 0, i),
+                ip: Ipv4Addr::new(10, 255, 0, i).into(),
                 port: 80,
                 alive: None,
             })
@@ -1931,5 +1977,54 @@ fn vip_without_healthy_backend_refuses_at_once() {
         refused.is_some_and(|n| n >= 6.0),
         "refusals counted: {refused:?}"
     );
+    env.finish();
+}
+
+/// IPv6: an IPv6 IP VIP (`VIP_0 = fd01:c::10:80`, TCP and UDP) on IPv6 backends; curl reaches
+/// both backends straight (connect6), getpeername shows the VIP (getpeername6), UDP answers come
+/// from the VIP (sendmsg6/recvmsg6).
+#[test]
+fn ipv6_vip_reaches_ipv6_backends() {
+    let Some(mut env) = Env::new() else { return };
+    env.add_v6_addresses(2);
+    let ips: Vec<IpAddr> = (0..2).map(|i| backend_ip6(i).into()).collect();
+    env.start_backends_at(&ips);
+    let tcp_vip: SocketAddr = "[fd01:c::10]:80".parse().expect("v6");
+    let udp_vip: SocketAddr = "[fd01:c::11]:9000".parse().expect("v6");
+    env.write_apps(&[
+        App::tcp("/web6", "fd01:c::10:80", &[0]).at(&ips),
+        App::udp("/echo6", "fd01:c::11:9000", &[0]).at(&ips),
+    ]);
+    env.start(&env.config("ebpf", ""));
+    env.wait_ebpf("tcp", tcp_vip);
+    env.wait_ebpf("udp", udp_vip);
+    env.wait_serving(&tcp_vip.to_string());
+
+    let what = format!("curl via the IPv6 VIP {tcp_vip}");
+    let by_tag = curl_tally(&what, &env.curl(tcp_vip, 200));
+    eprintln!("{what}: {by_tag:?}");
+    // 200 connections over 2: σ ≈ 7 around 100; ±30 % is over 4 σ.
+    assert_even(&what, &by_tag, &tags(2), 0.3);
+
+    let r = env.connect(&tcp_vip.to_string());
+    assert_eq!(r["errno"], 0, "{r}");
+    assert_eq!(
+        r["peer"],
+        json!(["fd01:c::10", 80]),
+        "getpeername shows the VIP"
+    );
+
+    let out = env.py(UDP_CLIENT_PY, &[&udp_vip.to_string(), "20"]);
+    let v: Value = serde_json::from_str(out.trim()).expect("client JSON");
+    let answers = v["unconnected"].as_array().expect("a list");
+    assert_eq!(answers.len(), 40, "{v}");
+    for a in answers {
+        assert_eq!(
+            (a[3].as_str(), a[4].as_u64()),
+            (Some("fd01:c::11"), Some(9000)),
+            "the answer's source is the VIP: {a}"
+        );
+    }
+    assert_eq!(v["connected"][1], "fd01:c::11", "{v}");
     env.finish();
 }
