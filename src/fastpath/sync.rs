@@ -433,6 +433,14 @@ impl Syncer {
                 pair: None,
                 broken: None,
             };
+            let mut ring_owned = false;
+            if svc.ring != NO_RING && svc.ring < limits.rings {
+                // Claimed even for a broken service: nobody may rewrite a ring it reads.
+                ring_owned = claimed_rings.insert(svc.ring);
+            }
+            if ring_owned {
+                a.pair = Some([svc.ring, svc.ring]);
+            }
             if !own_id || !bank_ok {
                 // Its id's keys become orphans (below), deleted once no service points at them;
                 // the id is not handed out before.
@@ -456,16 +464,8 @@ impl Syncer {
                     }
                 }
             }
-            let mut ring_owned = false;
-            if svc.ring != NO_RING && svc.ring < limits.rings {
-                // Claimed even for a broken service: nobody may rewrite a ring it reads.
-                ring_owned = claimed_rings.insert(svc.ring);
-            }
             if ok && svc.ring != NO_RING {
                 ok = ring_owned && svc.count > 0;
-            }
-            if ring_owned {
-                a.pair = Some([svc.ring, svc.ring]);
             }
             if ok {
                 let count = svc.count;
@@ -923,9 +923,6 @@ fn try_maglev_switch<M: MapOps>(
     a: &mut Applied,
     d: &DesiredService,
 ) -> Result<bool, M::Error> {
-    if a.svc.ring != NO_RING && a.live == d.backends {
-        return Ok(true);
-    }
     if pool.used + d.backends.len() > pool.limits.max_backends {
         return Ok(false);
     }
