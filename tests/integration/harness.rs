@@ -40,7 +40,7 @@ pub struct Ferryman {
 impl Ferryman {
     /// Starts `ferryman --config <dir>/ferryman.toml` with `config_toml`, after forcing
     /// `admin.listen`, `dns.listen` and `l7.http` to `127.0.0.1:0` and, unless the config sets
-    /// them, `l4.mode = "off"` and `l4.link = ""` (a test changes nothing on the host and binds no
+    /// them, `l4.mode = "off"`, `l4.link = ""` and `l4.bpf_pin_dir` in the temporary directory (a test changes nothing on the host and binds no
     /// fixed service ports unless it asks to). The process runs in the temporary directory, so a
     /// relative `discovery.file` names a file written there.
     pub fn start(config_toml: &str) -> Ferryman {
@@ -65,7 +65,7 @@ impl Ferryman {
         for (name, contents) in files {
             write_file(dir.path(), name, contents);
         }
-        let config = loopback_config(config_toml);
+        let config = loopback_config(config_toml, dir.path());
         let config_path = dir.path().join("ferryman.toml");
         std::fs::write(&config_path, config).expect("write ferryman.toml");
 
@@ -235,7 +235,8 @@ pub fn run_to_exit(
 ) -> (Option<std::process::ExitStatus>, String) {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let config_path = dir.path().join("ferryman.toml");
-    std::fs::write(&config_path, loopback_config(config_toml)).expect("write ferryman.toml");
+    std::fs::write(&config_path, loopback_config(config_toml, dir.path()))
+        .expect("write ferryman.toml");
     let log_path = dir.path().join("out.log");
     let log = std::fs::File::create(&log_path).expect("create the log");
     let binary = env!("CARGO_BIN_EXE_ferryman");
@@ -321,7 +322,7 @@ pub fn write_file(dir: &Path, name: &str, contents: &[u8]) {
 }
 
 /// The test's config with every listener on 127.0.0.1:0 and, unless it says otherwise, no L4.
-fn loopback_config(config_toml: &str) -> String {
+fn loopback_config(config_toml: &str, dir: &Path) -> String {
     let mut doc: toml::Table = toml::from_str(config_toml).expect("the test's config is TOML");
     let mut set = |section: &str, key: &str, value: &str, force: bool| {
         let table = doc
@@ -338,6 +339,9 @@ fn loopback_config(config_toml: &str) -> String {
     set("l7", "http", "127.0.0.1:0", true);
     set("l4", "mode", "off", false);
     set("l4", "link", "", false);
+    // Never the host's /sys/fs/bpf/ferryman: `off` and `userspace` remove pins found there.
+    let pins = dir.join("bpf-pins");
+    set("l4", "bpf_pin_dir", &pins.to_string_lossy(), false);
     toml::to_string(&doc).expect("a TOML table serialises")
 }
 
@@ -484,6 +488,7 @@ fn admin_address_is_parsed_from_tracing_output() {
 fn config_listeners_are_forced_to_loopback_port_zero() {
     let out: toml::Table = toml::from_str(&loopback_config(
         "[admin]\nlisten = \"127.0.0.1:9090\"\n[l4]\nmode = \"userspace\"\n",
+        Path::new("/tmp/ferryman-test"),
     ))
     .unwrap();
     assert_eq!(out["admin"]["listen"].as_str(), Some("127.0.0.1:0"));
@@ -491,4 +496,8 @@ fn config_listeners_are_forced_to_loopback_port_zero() {
     assert_eq!(out["l7"]["http"].as_str(), Some("127.0.0.1:0"));
     assert_eq!(out["l4"]["mode"].as_str(), Some("userspace"));
     assert_eq!(out["l4"]["link"].as_str(), Some(""));
+    assert_eq!(
+        out["l4"]["bpf_pin_dir"].as_str(),
+        Some("/tmp/ferryman-test/bpf-pins")
+    );
 }
