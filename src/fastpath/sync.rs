@@ -579,24 +579,20 @@ impl Syncer {
         let pool = &mut self.pool;
         pool.used = self.applied.values().map(Applied::held).sum::<usize>()
             + pool.orphans.values().map(Vec::len).sum::<usize>();
-        let broken_ids = |applied: &BTreeMap<ServiceKey, Applied>| -> BTreeSet<u32> {
-            applied
-                .values()
-                .filter(|a| a.broken.is_some())
-                .map(|a| a.svc.id)
-                .collect()
-        };
         if !pool.orphans.is_empty() {
-            pool.clean_orphans(w, &broken_ids(&self.applied))?;
+            pool.clean_orphans(w, &broken_ids(self.applied.values()))?;
         }
 
-        // Services gone from the snapshot.
-        let gone: Vec<ServiceKey> = self
-            .applied
-            .keys()
-            .filter(|k| !desired.services.contains_key(k))
-            .copied()
-            .collect();
+        // Services gone from the snapshot. Both maps are sorted by key: one merge walk, no
+        // lookups (they would dominate an apply of 10 000 unchanged services).
+        let mut gone = Vec::new();
+        let mut dit = desired.services.keys().peekable();
+        for k in self.applied.keys() {
+            while dit.next_if(|dk| *dk < k).is_some() {}
+            if dit.peek() != Some(&k) {
+                gone.push(*k);
+            }
+        }
         for key in gone {
             let Some(a) = self.applied.get_mut(&key) else {
                 continue;
@@ -606,125 +602,152 @@ impl Syncer {
             report.removed += 1;
         }
         if !pool.orphans.is_empty() {
-            pool.clean_orphans(w, &broken_ids(&self.applied))?;
+            pool.clean_orphans(w, &broken_ids(self.applied.values()))?;
         }
 
-        // Kept services: repairs first (they may share keys and rings with others), then those
-        // that give rings back, then the rest.
-        let mut dropped = Vec::new();
-        let mut changed = BTreeSet::new();
-        let mut result = Ok(());
-        'passes: for pass in 0..4 {
-            for (key, a) in self.applied.iter_mut() {
-                let Some(d) = desired.services.get(key) else {
-                    continue;
-                };
-                let ringed = d.maglev && !d.backends.is_empty();
-                if pass == 3 {
-                    // Maglev services left without a ring because rings or room were taken
-                    // when their turn came, while later ones gave some back: their turn again,
-                    // so that the outcome does not depend on the order of the passes.
-                    if !ringed
-                        || a.svc.ring != NO_RING
-                        || a.broken.is_some()
-                        || dropped.contains(key)
-                    {
-                        continue;
-                    }
-                    match try_maglev_switch(pool, w, *key, a, d) {
-                        Ok(false) => {}
-                        Ok(true) => {
-                            if changed.insert(*key) {
-                                report.unchanged -= 1;
-                                report.changed += 1;
-                            }
-                        }
-                        Err(e) => {
-                            result = Err(e);
-                            break 'passes;
-                        }
-                    }
-                    continue;
-                }
-                let this_pass = match (a.broken.is_some(), ringed) {
-                    (true, _) => 0,
-                    (false, false) => 1,
-                    (false, true) => 2,
-                };
-                if this_pass != pass {
-                    continue;
-                }
-                match change(pool, w, *key, a, d) {
-                    Ok(Outcome::Unchanged) => report.unchanged += 1,
-                    Ok(Outcome::Changed) => {
-                        report.changed += 1;
-                        changed.insert(*key);
-                    }
-                    Ok(Outcome::Dropped) => {
-                        report.removed += 1;
-                        dropped.push(*key);
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break 'passes;
-                    }
-                }
-            }
-            if pass == 0 && !pool.orphans.is_empty() {
-                // Keys of shared or out-of-range ids are unreferenced once repairs are done.
-                let referenced = broken_ids(&self.applied);
-                if let Err(e) = pool.clean_orphans(w, &referenced) {
-                    result = Err(e);
-                    break;
-                }
+        // Kept services (all of `applied` now), paired with their desired state.
+        let mut kept: Vec<Kept<'_>> = Vec::with_capacity(self.applied.len());
+        let mut dit = desired.services.iter().peekable();
+        for (key, a) in self.applied.iter_mut() {
+            while dit.next_if(|(dk, _)| *dk < key).is_some() {}
+            if let Some((_, d)) = dit.next_if(|(dk, _)| *dk == key) {
+                kept.push(Kept {
+                    key: *key,
+                    a,
+                    d,
+                    outcome: None,
+                });
             }
         }
+        let result = change_kept(pool, w, &mut kept);
+        let mut dropped = Vec::new();
+        for k in &kept {
+            match k.outcome {
+                Some(Outcome::Unchanged) => report.unchanged += 1,
+                Some(Outcome::Changed) => report.changed += 1,
+                Some(Outcome::Dropped) => {
+                    report.removed += 1;
+                    dropped.push(k.key);
+                }
+                None => {}
+            }
+            if k.outcome != Some(Outcome::Dropped)
+                && k.a.svc.ring == NO_RING
+                && k.d.maglev
+                && !k.d.backends.is_empty()
+            {
+                report.ringless += 1;
+            }
+        }
+        drop(kept);
         for key in &dropped {
             self.applied.remove(key);
         }
         result?;
         if !pool.orphans.is_empty() {
             // Slots and ids of services dropped for the limits, before new ones need them.
-            pool.clean_orphans(w, &broken_ids(&self.applied))?;
+            pool.clean_orphans(w, &broken_ids(self.applied.values()))?;
         }
 
         // New services (and refused ones that may fit now), in key order.
-        for (key, d) in &desired.services {
-            if self.applied.contains_key(key) {
-                continue;
+        let mut new = Vec::new();
+        let mut ait = self.applied.keys().peekable();
+        for (k, d) in &desired.services {
+            while ait.next_if(|ak| *ak < k).is_some() {}
+            if ait.peek() != Some(&k) {
+                new.push((*k, d));
             }
+        }
+        for (key, d) in new {
             let n = d.backends.len();
             if self.applied.len() >= self.limits.max_services
                 || pool.used + n > self.limits.max_backends
             {
-                refused.insert(*key);
+                refused.insert(key);
                 continue;
             }
             let Some(id) = pool.alloc_id() else {
                 // Every id in use, or waiting for its orphaned slots to be deleted.
-                refused.insert(*key);
+                refused.insert(key);
                 continue;
             };
-            let a = add(pool, w, *key, d, id)?;
-            self.applied.insert(*key, a);
+            let a = add(pool, w, key, d, id)?;
+            if a.svc.ring == NO_RING && d.maglev && n > 0 {
+                report.ringless += 1;
+            }
+            self.applied.insert(key, a);
             report.added += 1;
         }
         if !pool.orphans.is_empty() {
-            pool.clean_orphans(w, &broken_ids(&self.applied))?;
+            pool.clean_orphans(w, &broken_ids(self.applied.values()))?;
         }
-        report.ringless = self
-            .applied
-            .iter()
-            .filter(|(k, a)| {
-                a.svc.ring == NO_RING
-                    && desired
-                        .services
-                        .get(k)
-                        .is_some_and(|d| d.maglev && !d.backends.is_empty())
-            })
-            .count();
         Ok(())
     }
+}
+
+/// Ids of the adopted services not repaired yet (they may still read orphaned keys).
+fn broken_ids<'a>(applied: impl Iterator<Item = &'a Applied>) -> BTreeSet<u32> {
+    applied
+        .filter(|a| a.broken.is_some())
+        .map(|a| a.svc.id)
+        .collect()
+}
+
+/// A kept service during an apply.
+struct Kept<'a> {
+    key: ServiceKey,
+    a: &'a mut Applied,
+    d: &'a DesiredService,
+    /// `None` until its pass ran (or when an error stopped the apply before).
+    outcome: Option<Outcome>,
+}
+
+/// Brings the kept services to their desired state, in passes: repairs first (they may share
+/// keys and rings with others), then those that give rings back, then the other Maglev
+/// services, then another turn for Maglev services left without a ring because rings or room
+/// were taken when their turn came while later ones gave some back (so the outcome does not
+/// depend on the order of the passes, and an unchanged desired state writes nothing).
+fn change_kept<M: MapOps>(
+    pool: &mut Pool,
+    w: &mut Writer<'_, M>,
+    kept: &mut [Kept<'_>],
+) -> Result<(), M::Error> {
+    for pass in 0..3 {
+        for k in kept.iter_mut() {
+            let ringed = k.d.maglev && !k.d.backends.is_empty();
+            let this_pass = match (k.a.broken.is_some(), ringed) {
+                (true, _) => 0,
+                (false, false) => 1,
+                (false, true) => 2,
+            };
+            if this_pass == pass {
+                k.outcome = Some(change(pool, w, k.key, k.a, k.d)?);
+            }
+        }
+        if pass == 0 && !pool.orphans.is_empty() {
+            // Keys of shared or out-of-range ids are unreferenced once repairs are done.
+            let referenced = broken_ids(
+                kept.iter()
+                    .filter(|k| k.outcome != Some(Outcome::Dropped))
+                    .map(|k| &*k.a),
+            );
+            pool.clean_orphans(w, &referenced)?;
+        }
+    }
+    for k in kept.iter_mut() {
+        let ringed = k.d.maglev && !k.d.backends.is_empty();
+        if !ringed
+            || k.a.svc.ring != NO_RING
+            || k.a.broken.is_some()
+            || k.outcome == Some(Outcome::Dropped)
+        {
+            continue;
+        }
+        if try_maglev_switch(pool, w, k.key, k.a, k.d)? {
+            k.outcome = Some(Outcome::Changed);
+        }
+    }
+    Ok(())
 }
 
 // === the steps of one service ===
