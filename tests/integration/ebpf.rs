@@ -5,11 +5,11 @@
 //! not rewrite cannot reach anything: a VIP (11.0.0.0/8) has no route there (ENETUNREACH), and no
 //! packet can leave the machine.
 //!
-//! Backends are python3 processes in the same namespace on 127.0.0.x: TCP answers any request with
-//! `HTTP/1.1 200` and the body `<tag> <peer port>`, UDP echoes `<tag>:<datagram>`. The peer port
-//! tells how a connection arrived: equal to the client's own local port means the client's socket
-//! was sent straight to the backend (the eBPF path), different means a proxy connected on its
-//! behalf (the user-space path).
+//! Backends are python3 processes in the same namespace on 127.0.0.x (fd00:1::x for IPv6): TCP
+//! answers any request with `HTTP/1.1 200` and the body `<tag> <peer port>`, UDP echoes
+//! `<tag>:<datagram>`. The peer port tells how a connection arrived: equal to the client's own
+//! local port means the client's socket was sent straight to the backend (the eBPF path),
+//! different means a proxy connected on its behalf (the user-space path).
 //!
 //! Ferryman runs in the test namespace (`nsenter --net`, keeping the host's mounts so it sees the
 //! cgroup and bpf file systems), outside the cgroup. Each test removes everything it made (cgroup,
@@ -48,8 +48,8 @@ const ECHO_VIP: &str = "11.1.0.2:9000";
 /// Port of every backend's TCP and UDP server.
 const HTTP_PORT: u16 = 80;
 const UDP_PORT: u16 = 9000;
-/// Programs ferryman attaches to the cgroup (`fastpath::layout::PROGRAMS`).
-const PROGRAMS: usize = 8;
+/// Programs ferryman attaches to the cgroup: 8.
+const PROGRAMS: usize = ferryman::fastpath::layout::PROGRAMS.len();
 /// errno values the clients print.
 const ECONNREFUSED: i64 = 111;
 
@@ -1531,8 +1531,9 @@ fn restart_keeps_vips_working_and_attaches_once() {
         PROGRAMS,
         "a restart attaches one set, not two: {again:?}"
     );
-    let names: BTreeSet<&String> = again.iter().map(|(n, _)| n).collect();
-    assert_eq!(names.len(), PROGRAMS, "8 different programs: {again:?}");
+    let names: BTreeSet<&str> = again.iter().map(|(n, _)| n.as_str()).collect();
+    let want: BTreeSet<&str> = ferryman::fastpath::layout::PROGRAMS.into_iter().collect();
+    assert_eq!(names, want, "each of the 8 programs once: {again:?}");
 
     // A change after the restart is applied: b2 leaves, a new VIP appears.
     let mut two = web.clone();
