@@ -160,8 +160,12 @@ impl Table {
 ///
 /// The permutation of each backend comes from its key alone, never from its index, so a backend
 /// keeps its positions when others come and go; callers pass a stable hash such as
-/// [`hash_endpoint`] of its address. `None` when `keys` is empty or `size` is not a prime (a
-/// non-prime size would let a permutation miss free positions).
+/// [`hash_endpoint`] of its address. Removing one of N backends moves about 1/N of the
+/// positions while `size` is well above 100·N (with 4099: 1.0-1.35 × size/N for N ≤ 20), and a
+/// few percent of them beyond (see the test). `None` when `keys` is empty or `size` is not a
+/// prime (a non-prime size would let a permutation miss free positions).
+///
+/// Cost: about `size · ln size` probes, ~45 µs for 4099 entries (release build).
 pub fn build_sized(keys: &[u64], size: usize) -> Option<Vec<u32>> {
     if keys.is_empty() || !is_prime(size) || keys.len() > u32::MAX as usize {
         return None;

@@ -33,6 +33,14 @@
 //! nobody) and the next [`Syncer::apply`] converges from there. A failed map update is assumed
 //! to have changed nothing (the kernel's update and delete are atomic).
 //!
+//! **Cost** (`cargo bench --bench fastpath_sync`, release, counting no-op `MapOps`, 2-core VM
+//! shared with other builds; criterion medians): `Desired::from_snapshot` of 10 000 VIPs
+//! 1.9 ms; apply of 10 000 new plain services (3 backends, 38 571 writes) 1.0 ms; one changed
+//! service among 10 000 (2 writes) 0.5 ms, nothing changed 0.43 ms (one merge walk over both
+//! sorted maps, no per-service lookup or allocation). A Maglev ring costs ~45 µs to build
+//! (200 new Maglev services: 9 ms), so 1 000 new Maglev services among 10 000 take ~39 ms; rings
+//! are built only when a Maglev service's backend set changes.
+//!
 //! Imports `model`, `config`, `balance` (never another data path).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1685,6 +1693,8 @@ mod tests {
     /// limits are tight, writes fail.
     #[test]
     fn random_steps_stay_safe_and_converge() {
+        // What the walk went through, so that it cannot pass by missing the hard cases.
+        let (mut errors, mut refused, mut ringless, mut adopted) = (0, 0, 0, 0);
         for seed in 0..150u64 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let l = limits(
@@ -1704,15 +1714,28 @@ mod tests {
                     m.arm(Some(at));
                     let r = s.apply(&d, &mut m);
                     if r.is_err() {
+                        errors += 1;
                         assert_eq!(m.writes, at, "seed {seed} step {step}");
                         if rng.random_bool(0.5) {
                             mutate(&mut d, &mut rng);
                         }
                     }
                 }
-                apply_ok(&mut m, &mut s, &d);
+                if rng.random_bool(0.1) {
+                    // A restart: adopt whatever the maps hold (strays of a failed apply
+                    // included).
+                    s = adopt_from(&m);
+                    adopted += 1;
+                }
+                let r = apply_ok(&mut m, &mut s, &d);
+                refused += usize::from(r.refused > 0);
+                ringless += usize::from(r.ringless > 0);
             }
         }
+        assert!(
+            errors > 300 && refused > 300 && ringless > 100 && adopted > 300,
+            "errors {errors} refused {refused} ringless {ringless} adopted {adopted}"
+        );
     }
 
     fn mutate(d: &mut Desired, rng: &mut ChaCha8Rng) {
@@ -1790,7 +1813,7 @@ mod tests {
 
     #[test]
     fn adopt_repairs_inconsistent_maps_without_exposing_empty_slots() {
-        let l = limits(8, 256, 4);
+        let l = limits(16, 256, 8);
         let mut m = Model::new(l);
         let put = |m: &mut Model, id: u32, slot: u32, key: &ServiceKey, j: u8| {
             m.backends.insert(BackendKey { id, slot }, be(key, j));
@@ -1847,7 +1870,7 @@ mod tests {
             m.tainted.insert(k, (s, keys));
         }
         m.tainted.remove(&k6);
-        m.stale = (0..8).filter(|id| !m.referenced(*id)).collect();
+        m.stale = (0..16).filter(|id| !m.referenced(*id)).collect();
         let mut s = adopt_from(&m);
         let d = Desired {
             services: [0u8, 1, 3, 4, 5, 6, 7, 8]
@@ -1860,7 +1883,23 @@ mod tests {
         };
         let r = apply_ok(&mut m, &mut s, &d);
         assert_eq!(r.refused, 0);
-        assert!(m.tainted.values().all(|_| true));
+        // Missing slot: rewritten in its other bank under its own id.
+        assert_eq!(
+            (m.services[&vip(0)].id, m.services[&vip(0)].bank),
+            (0, BANK_B)
+        );
+        // Out-of-range, shared and bad-bank ids: moved to fresh ids; id 1 and 3 freed.
+        for i in [1, 3, 4, 8] {
+            assert!(![20, 3, 1].contains(&m.services[&vip(i)].id), "vip {i}");
+        }
+        // Rings: 6 kept ring 1 (and switched to its spare), 7 and 5 got pairs of their own.
+        let rings: BTreeSet<u32> = [k6, k7, vip(5)]
+            .iter()
+            .map(|k| m.services[k].ring)
+            .collect();
+        assert_eq!(rings.len(), 3);
+        assert!(rings.iter().all(|&r| r < 8));
+        assert_eq!(m.services[&k6].id, 6);
         // A second adopt of the repaired maps is consistent: nothing to write.
         let mut s2 = adopt_from(&m);
         m.arm(None);
