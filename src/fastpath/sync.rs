@@ -550,13 +550,28 @@ impl Syncer {
         let result = self.apply_steps(desired, &mut w, &mut report, &mut refused);
         report.writes = w.writes;
         if result.is_ok() {
-            for key in refused.difference(&self.refused) {
+            // Per VIP at most the first few at `warn` (a full map can refuse thousands at once),
+            // the rest at `debug`; the total is in the report (and the loader's metric).
+            const LOGGED: usize = 8;
+            let newly: Vec<&ServiceKey> = refused.difference(&self.refused).collect();
+            for (i, key) in newly.iter().enumerate() {
+                let vip = SocketAddr::new(key.ip(), key.port());
+                if i < LOGGED {
+                    tracing::warn!(
+                        %vip,
+                        proto = key.proto,
+                        max_services = self.limits.max_services,
+                        max_backends = self.limits.max_backends,
+                        "fast path full: VIP left to the user-space proxy"
+                    );
+                } else {
+                    tracing::debug!(%vip, proto = key.proto, "fast path full: VIP left to the user-space proxy");
+                }
+            }
+            if newly.len() > LOGGED {
                 tracing::warn!(
-                    vip = %SocketAddr::new(key.ip(), key.port()),
-                    proto = key.proto,
-                    max_services = self.limits.max_services,
-                    max_backends = self.limits.max_backends,
-                    "fast path full: VIP left to the user-space proxy"
+                    refused = newly.len(),
+                    "fast path full: more VIPs left to the user-space proxy (listed at debug)"
                 );
             }
             for key in self.refused.difference(&refused) {
