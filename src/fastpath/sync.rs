@@ -34,12 +34,13 @@
 //! to have changed nothing (the kernel's update and delete are atomic).
 //!
 //! **Cost** (`cargo bench --bench fastpath_sync`, release, counting no-op `MapOps`, 2-core VM
-//! shared with other builds; criterion medians): `Desired::from_snapshot` of 10 000 VIPs
-//! 1.9 ms; apply of 10 000 new plain services (3 backends, 38 571 writes) 1.0 ms; one changed
-//! service among 10 000 (2 writes) 0.5 ms, nothing changed 0.43 ms (one merge walk over both
-//! sorted maps, no per-service lookup or allocation). A Maglev ring costs ~45 µs to build
-//! (200 new Maglev services: 9 ms), so 1 000 new Maglev services among 10 000 take ~39 ms; rings
-//! are built only when a Maglev service's backend set changes.
+//! shared with other builds, load 3-5; criterion medians of two runs): `Desired::from_snapshot`
+//! of 10 000 VIPs 1.9-2.8 ms; apply of 10 000 new plain services (3 backends, 38 571 writes)
+//! 1.0-1.6 ms; one changed service among 10 000 (2 writes) 0.5-0.9 ms, nothing changed
+//! 0.43-0.7 ms (one merge walk over both sorted maps, no per-service lookup or allocation). A
+//! Maglev ring costs ~45 µs to build (200 new Maglev services: 9 ms), so 1 000 new Maglev
+//! services among 10 000 take ~40 ms; rings are built only when a Maglev service's backend set
+//! changes.
 //!
 //! Imports `model`, `config`, `balance` (never another data path).
 
