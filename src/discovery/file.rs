@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +120,7 @@ fn watch(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<RecommendedWatcher
     let name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let relevant = match &res {
+            Ok(ev) if is_read_only(&ev.kind) => false,
             Ok(ev) => {
                 ev.paths.is_empty()
                     || ev
@@ -135,6 +137,13 @@ fn watch(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<RecommendedWatcher
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+/// Opening or reading the file (inotify IN_OPEN, IN_ACCESS, IN_CLOSE_NOWRITE) changes nothing, and
+/// every reload opens it: reacting would re-read it in a loop (about 20 reads a second: 9 % of a
+/// core for a 10 MB file). A close after a write is a change.
+fn is_read_only(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
 }
 
 struct Loader {
@@ -209,5 +218,41 @@ impl Loader {
             }
             Err(e) => self.health.failure(&e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits up to `within` for a wake-up from the watcher; drains any others.
+    async fn woken(rx: &mut mpsc::Receiver<()>, within: Duration) -> bool {
+        let got = matches!(tokio::time::timeout(within, rx.recv()).await, Ok(Some(())));
+        while rx.try_recv().is_ok() {}
+        got
+    }
+
+    /// Reading the file (as every reload does) must not wake the loop, or it reloads forever;
+    /// writing it must.
+    #[tokio::test]
+    async fn watcher_ignores_reads_and_sees_writes() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("apps.json");
+        std::fs::write(&path, b"{\"apps\": []}").expect("write apps.json");
+        let (tx, mut rx) = mpsc::channel(1);
+        let _watcher = watch(&path, tx).expect("an inotify watcher");
+        woken(&mut rx, Duration::from_millis(200)).await;
+        for _ in 0..3 {
+            std::fs::read(&path).expect("read apps.json");
+        }
+        assert!(
+            !woken(&mut rx, Duration::from_millis(500)).await,
+            "reading the file woke the loop"
+        );
+        std::fs::write(&path, b"{\"apps\": [ ]}").expect("rewrite apps.json");
+        assert!(
+            woken(&mut rx, Duration::from_secs(5)).await,
+            "a write did not wake the loop"
+        );
     }
 }
