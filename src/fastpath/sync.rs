@@ -1599,6 +1599,37 @@ mod tests {
     }
 
     #[test]
+    fn maglev_switch_keeps_ring_positions_of_the_backends_that_stay() {
+        let l = limits(16, 256, 8);
+        let mut m = Model::new(l);
+        let mut s = Syncer::new(l);
+        let all: Vec<u8> = (1..=10).collect();
+        apply_ok(&mut m, &mut s, &desired(&[(1, &all, true)]));
+        let owner = |m: &Model| -> Vec<Backend> {
+            let svc = m.services[&vip(1)];
+            let live = m.live(&svc);
+            m.rings[&svc.ring]
+                .iter()
+                .map(|&v| live[v as usize])
+                .collect()
+        };
+        let before = owner(&m);
+        let fewer: Vec<u8> = all.iter().copied().filter(|&j| j != 4).collect();
+        apply_ok(&mut m, &mut s, &desired(&[(1, &fewer, true)]));
+        let after = owner(&m);
+        let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+        let gone = before.iter().filter(|&&b| b == be(&vip(1), 4)).count();
+        // Slot numbers shift in the new bank, yet only the removed backend's positions (plus
+        // Maglev's small extra churn) change owner: about 1/N of the ring.
+        let share = f64::from(MAGLEV_M) / all.len() as f64;
+        assert!(gone > 0 && moved >= gone, "{moved} moved, {gone} owned");
+        assert!(
+            moved as f64 <= 1.5 * share,
+            "{moved} moved, 1/N = {share:.0}"
+        );
+    }
+
+    #[test]
     fn limits_refuse_new_services_in_key_order_and_take_them_when_room_appears() {
         let l = limits(3, 100, 8);
         let mut m = Model::new(l);
