@@ -952,6 +952,93 @@ pub(crate) mod smoke {
         assert!(cleanup(&f.l4()).unwrap().is_empty(), "idempotent");
     }
 
+    /// `maps::Batched` against the kernel: runs of one kind become batch syscalls, a write of
+    /// another kind or `flush` issues them, deletes skip absent keys, per-CPU resets zero every
+    /// CPU, and a ring is written whole.
+    #[test]
+    fn batched_writes_reach_the_maps_in_order() {
+        use crate::fastpath::MapOps;
+        let Some(f) = Fixture::new() else { return };
+        let mut a = f.load();
+        let key = |i: u32| {
+            layout::ServiceKey::new(
+                std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i)),
+                80,
+                layout::IPPROTO_TCP,
+            )
+        };
+        let be = |i: u32| {
+            layout::Backend::new(
+                std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+                8080,
+            )
+        };
+        let n = f.settings.max_services;
+        {
+            let mut w = a.maps.batched();
+            for i in 0..n {
+                w.reset_stats(i).unwrap();
+            }
+            for i in 0..n {
+                w.set_backend(layout::BackendKey { id: i, slot: 0 }, be(i))
+                    .unwrap();
+            }
+            // Nothing issued yet: the run of backends is still buffered.
+            assert!(w.maps().backends().unwrap().is_empty());
+            for i in 0..n {
+                let s = layout::Service {
+                    id: i,
+                    count: 1,
+                    ring: layout::NO_RING,
+                    bank: 0,
+                };
+                w.set_service(key(i), s).unwrap();
+            }
+            // The service run started: the backends went in first.
+            assert_eq!(w.maps().backends().unwrap().len(), n as usize);
+            assert!(w.maps().services().unwrap().is_empty());
+            let ring: Vec<u32> = (0..layout::MAGLEV_M).map(|i| i % 7).collect();
+            w.set_ring(1, &ring).unwrap();
+            w.flush().unwrap();
+        }
+        let mut services = a.maps.services().unwrap();
+        services.sort_by_key(|(_, s)| s.id);
+        assert_eq!(services.len(), n as usize);
+        assert!(
+            services
+                .iter()
+                .enumerate()
+                .all(|(i, (k, s))| *k == key(i as u32) && s.count == 1)
+        );
+        assert_eq!(a.maps.stats(5).unwrap(), layout::Stats::default());
+        {
+            let mut w = a.maps.batched();
+            // Absent keys (id n and up) first, in the middle and at the end are skipped.
+            let absent = layout::BackendKey {
+                id: n + 100,
+                slot: 0,
+            };
+            w.delete_backend(absent).unwrap();
+            for i in (0..n / 2).step_by(2) {
+                w.delete_backend(layout::BackendKey { id: i, slot: 0 })
+                    .unwrap();
+            }
+            w.delete_backend(absent).unwrap();
+            for i in (n / 2..n + 10).step_by(2) {
+                w.delete_backend(layout::BackendKey { id: i, slot: 0 })
+                    .unwrap();
+            }
+            for i in 0..n {
+                w.delete_service(key(i)).unwrap();
+            }
+            w.flush().unwrap();
+        }
+        assert!(a.maps.services().unwrap().is_empty());
+        let left = a.maps.backends().unwrap();
+        assert_eq!(left.len(), n as usize / 2);
+        assert!(left.iter().all(|(k, _)| k.id % 2 == 1));
+    }
+
     #[test]
     fn maps_of_another_layout_version_are_replaced() {
         let Some(f) = Fixture::new() else { return };

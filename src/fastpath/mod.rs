@@ -12,6 +12,7 @@
 //! May import `model`, `config`, `balance`, `health` and the `metrics` leaf; never another data
 //! path.
 
+mod batch;
 pub mod layout;
 pub mod loader;
 pub mod maps;
@@ -54,6 +55,11 @@ pub trait MapOps {
     fn set_ring(&mut self, ring: u32, slots: &[u32]) -> Result<(), Self::Error>;
     /// Zeroes the per-CPU counters of service id `id` (before an id is reused).
     fn reset_stats(&mut self, id: u32) -> Result<(), Self::Error>;
+    /// Issues writes an implementation buffered (see `maps::Batched`); called at the end of
+    /// every apply. Unbuffered implementations have nothing to do.
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// Which path serves VIPs for local clients.

@@ -132,6 +132,19 @@ struct Outcome {
 }
 
 impl Worker {
+    /// Rebuilds the syncer from the maps' contents (after a failed apply). When even reading
+    /// fails, the syncer is kept: the next apply retries and fails again, visibly.
+    fn readopt(&mut self) {
+        match (self.maps.services(), self.maps.backends()) {
+            (Ok(services), Ok(backends)) => {
+                self.syncer = Syncer::adopt(self.limits, services, backends);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "fast path: cannot re-read the maps after a failed sync");
+            }
+        }
+    }
+
     fn apply(
         &mut self,
         snapshot: &crate::model::Snapshot,
@@ -151,8 +164,13 @@ impl Worker {
                 refused: self.syncer.refused().clone(),
             };
         }
-        let result = self.syncer.apply(&desired, &mut self.maps);
+        let result = self.syncer.apply(&desired, &mut self.maps.batched());
         let elapsed = t.elapsed();
+        if result.is_err() {
+            // A batched write reported `Ok` may have failed with its batch: start again from
+            // what the maps really hold.
+            self.readopt();
+        }
         self.last = result.is_ok().then_some(desired);
         let (s, b, r) = self.syncer.occupancy();
         stats::publish(

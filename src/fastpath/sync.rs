@@ -548,7 +548,9 @@ impl Syncer {
         let mut w = Writer { ops, writes: 0 };
         let mut report = SyncReport::default();
         let mut refused = BTreeSet::new();
-        let result = self.apply_steps(desired, &mut w, &mut report, &mut refused);
+        let result = self
+            .apply_steps(desired, &mut w, &mut report, &mut refused)
+            .and_then(|()| w.ops.flush());
         report.writes = w.writes;
         if result.is_ok() {
             // Per VIP at most the first few at `warn` (a full map can refuse thousands at once),
