@@ -2,7 +2,7 @@
 # Ferryman's eBPF socket load balancer vs iptables DNAT (the kube-proxy way) vs Ferryman's
 # user-space L4 vs no balancer at all, with 1, 1000 and 10 000 services loaded.
 #
-#   benches/l4_ebpf_vs_iptables.sh        (env: RUNS DURATION CONNS COUNTS WAYS FERRYMAN_BIN KEEP)
+#   benches/l4_ebpf_vs_iptables.sh        (settings from the environment, below)
 #
 # Environment (defaults in brackets):
 #   RUNS [5]            rounds per cell; each round runs every way once, in a rotated order
@@ -392,7 +392,7 @@ if [ -n "$E_PID" ] && [ "$SYNC_REPEATS" -gt 0 ]; then
     start_ferryman "ebpf-$largest-sync$r" "$NS_C" "$WORK/ebpf.toml"
     E_PID="$F_PID"
     deadline=$((SECONDS + 60))
-    until grep -qE "fastpath (synced|sync failed)" "$WORK/ebpf-$largest-sync$r.log"; do
+    until grep -qsE "fastpath (synced|sync failed)" "$WORK/ebpf-$largest-sync$r.log"; do
       kill -0 "$E_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ] || break
       sleep 0.2
     done
