@@ -412,6 +412,9 @@ pub struct Attached {
     pub replaced: Option<String>,
     /// Whether links of a previous run were found and replaced by this run's.
     pub restarted: bool,
+    /// Whether this load created the maps (nothing pinned was reused): they are empty and their
+    /// counters zero.
+    pub fresh_maps: bool,
 }
 
 /// Loads `object`, reusing compatible pinned maps (and replacing incompatible ones), attaches
@@ -434,7 +437,10 @@ pub fn load_and_attach(settings: &Settings, object: &[u8]) -> Result<Attached, E
     for prog in layout::PROGRAMS {
         remove_if_exists(&new_link_pin(dir, prog))?;
     }
-    let replaced = match inspect(settings) {
+    let pinned = inspect(settings);
+    // Maps created by this load start zeroed (fm_stats included).
+    let fresh_maps = !matches!(pinned, Pinned::Compatible);
+    let replaced = match pinned {
         Pinned::Compatible | Pinned::Absent => None,
         Pinned::Incompatible(why) => {
             tracing::warn!(
@@ -540,6 +546,7 @@ pub fn load_and_attach(settings: &Settings, object: &[u8]) -> Result<Attached, E
         backends,
         replaced,
         restarted,
+        fresh_maps,
     })
 }
 

@@ -62,6 +62,7 @@ pub fn start_with(
         backends,
         replaced,
         restarted,
+        fresh_maps,
     } = loader::load_and_attach(&settings, object).map_err(|e| e.to_string())?;
     selftest::run(&mut maps, settings.selftest_id(), &settings.cgroup, child)?;
     tracing::info!(
@@ -73,7 +74,12 @@ pub fn start_with(
         replaced = replaced.as_deref().unwrap_or(""),
         "fast path attached and self-tested"
     );
-    let syncer = Syncer::adopt(limits(&settings), services, backends);
+    // Fresh maps hold nothing to adopt and zeroed counters (no reset per new service id).
+    let syncer = if fresh_maps && services.is_empty() && backends.is_empty() {
+        Syncer::new(limits(&settings))
+    } else {
+        Syncer::adopt(limits(&settings), services, backends)
+    };
     Ok(Started {
         settings,
         maps,
@@ -128,7 +134,15 @@ struct Worker {
 struct Outcome {
     report: Option<Result<SyncReport, String>>,
     elapsed: Duration,
+    /// CPU time of the applying thread (`elapsed` also counts waiting for a core).
+    cpu: Duration,
     refused: BTreeSet<ServiceKey>,
+}
+
+/// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 impl Worker {
@@ -152,6 +166,7 @@ impl Worker {
         config: &Config,
     ) -> Outcome {
         let t = Instant::now();
+        let cpu = thread_cpu();
         let desired = Desired::from_snapshot(
             snapshot,
             |id| registry.get(id).is_none_or(|s| s.is_up()),
@@ -161,6 +176,7 @@ impl Worker {
             return Outcome {
                 report: None,
                 elapsed: t.elapsed(),
+                cpu: thread_cpu().saturating_sub(cpu),
                 refused: self.syncer.refused().clone(),
             };
         }
@@ -185,6 +201,7 @@ impl Worker {
         Outcome {
             report: Some(result.map_err(|e| e.to_string())),
             elapsed,
+            cpu: thread_cpu().saturating_sub(cpu),
             refused: self.syncer.refused().clone(),
         }
     }
@@ -271,6 +288,7 @@ pub async fn run(
                         refused = r.refused,
                         ringless = r.ringless,
                         elapsed_ms = outcome.elapsed.as_secs_f64() * 1e3,
+                        cpu_ms = outcome.cpu.as_secs_f64() * 1e3,
                         "fastpath synced"
                     );
                 }
