@@ -28,6 +28,9 @@ use crate::model::{ClusterState, Outcome, UpdateKind};
 const SOURCE: &str = "file";
 /// Quiet time after a change notification before reading (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// After the shrink guard held an answer, the file is read again this soon: the same content a
+/// second time confirms the shrink (a file caught half-written will not read the same).
+const CONFIRM_DELAY: Duration = Duration::from_millis(250);
 
 /// What identifies a version of the file without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +82,7 @@ pub async fn run(
         tracker: tracker.clone(),
         last_sig: None,
         last_hash: None,
+        confirm_pending: false,
     };
     loader.load(&mut sink, true).await;
     sink_first_fallback(&mut sink, &loader);
@@ -99,6 +103,10 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 loader.load(&mut sink, false).await;
+            }
+            _ = tokio::time::sleep(CONFIRM_DELAY), if loader.confirm_pending => {
+                loader.confirm_pending = false;
+                loader.load(&mut sink, true).await;
             }
         }
     }
@@ -155,6 +163,8 @@ struct Loader {
     /// Hash of the last content read (good or bad), so the same content is not decoded and
     /// reported again.
     last_hash: Option<u64>,
+    /// The shrink guard held the last answer: read again after [`CONFIRM_DELAY`].
+    confirm_pending: bool,
 }
 
 impl Loader {
@@ -210,8 +220,9 @@ impl Loader {
                 self.health.success();
                 self.resolver.fill_agents(&mut state).await;
                 let outcome = sink.publish(Arc::new(state), UpdateKind::Full);
-                if outcome == Outcome::Held {
-                    // Read the same content again at the next tick: a second answer confirms.
+                // Held: read the same content again soon; a second answer confirms.
+                self.confirm_pending = outcome == Outcome::Held;
+                if self.confirm_pending {
                     self.last_hash = None;
                 }
                 tracing::info!(source = SOURCE, path = %self.path.display(), ?outcome, "file loaded");
