@@ -69,25 +69,11 @@ impl Ferryman {
         let config_path = dir.path().join("ferryman.toml");
         std::fs::write(&config_path, config).expect("write ferryman.toml");
 
-        let binary = env!("CARGO_BIN_EXE_ferryman");
-        let mut command = match prefix.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
-        let mut child = command
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env("NO_COLOR", "1")
+        let mut child = ferryman_command(prefix, &config_path, dir.path())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -239,22 +225,8 @@ pub fn run_to_exit(
         .expect("write ferryman.toml");
     let log_path = dir.path().join("out.log");
     let log = std::fs::File::create(&log_path).expect("create the log");
-    let binary = env!("CARGO_BIN_EXE_ferryman");
-    let mut command = match prefix.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(binary);
-            c
-        }
-        None => Command::new(binary),
-    };
-    let mut child = command
-        .arg("--config")
-        .arg(&config_path)
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
+    let mut child = ferryman_command(prefix, &config_path, dir.path())
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone the log file"))
         .stderr(log)
         .spawn()
@@ -322,6 +294,26 @@ pub fn write_file(dir: &Path, name: &str, contents: &[u8]) {
 }
 
 /// The test's config with every listener on 127.0.0.1:0 and, unless it says otherwise, no L4.
+/// `prefix… ferryman --config CONFIG` run in `dir`, without colours, stdin closed.
+fn ferryman_command(prefix: &[&str], config: &Path, dir: &Path) -> Command {
+    let binary = env!("CARGO_BIN_EXE_ferryman");
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    command
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
+}
+
 fn loopback_config(config_toml: &str, dir: &Path) -> String {
     let mut doc: toml::Table = toml::from_str(config_toml).expect("the test's config is TOML");
     let mut set = |section: &str, key: &str, value: &str, force: bool| {
