@@ -26,5 +26,6 @@ pub mod dns;
 pub mod fastpath;
 pub mod health;
 pub mod l4;
+pub mod l7;
 pub mod metrics;
 pub mod model;
