@@ -64,6 +64,9 @@ struct AdminState {
     records: crate::dns::RecordsHandle,
     /// Live backend health and counters (`/v1/vips`).
     health: crate::health::Registry,
+    /// The L7 edge (Marathon-LB compatible endpoints).
+    #[allow(dead_code)] // read by the stats endpoints (issue 8, in progress)
+    l7: Arc<crate::l7::Shared>,
 }
 
 // === serve ===
@@ -77,6 +80,7 @@ pub async fn serve(
     config: Arc<Config>,
     records: crate::dns::RecordsHandle,
     health: crate::health::Registry,
+    l7: Arc<crate::l7::Shared>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let state = Arc::new(AdminState {
@@ -84,6 +88,7 @@ pub async fn serve(
         config,
         records,
         health,
+        l7,
     });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns: JoinSet<()> = JoinSet::new();
@@ -640,9 +645,10 @@ mod tests {
             publisher,
             AdminState {
                 snapshots,
-                config,
                 records: Default::default(),
                 health: crate::health::Registry::new(Default::default()),
+                l7: crate::l7::Shared::new(config.clone()).unwrap(),
+                config,
             },
         )
     }
@@ -899,6 +905,7 @@ mod tests {
             s.config,
             s.records,
             s.health,
+            s.l7,
             token.clone(),
         ));
 

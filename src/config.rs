@@ -203,16 +203,50 @@ pub struct FileL7 {
     pub group: String,
     pub http: String,
     pub https: String,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: String,
+    pub idle_timeout: String,
+    pub request_timeout: String,
+    pub connect_timeout: String,
+    pub retries: u32,
+    pub backend_protocol: String,
+    pub passive_5xx: bool,
+    pub passive_timeouts: bool,
+    pub tls: FileL7Tls,
 }
 
 impl Default for FileL7 {
     fn default() -> Self {
+        // Timeouts and retries are Marathon-LB's HAPROXY_HEAD defaults (timeout http-request
+        // 15s, client/server 50s, connect 5s, retries 3); header limits are HAProxy's
+        // (tune.bufsize 16384, tune.http.maxhdr 101).
         FileL7 {
             group: "external".into(),
             http: "127.0.0.1:10080".into(),
             https: String::new(),
+            max_connections: 10_000,
+            max_header_bytes: 16_384,
+            max_headers: 100,
+            header_read_timeout: "15s".into(),
+            idle_timeout: "50s".into(),
+            request_timeout: "50s".into(),
+            connect_timeout: "5s".into(),
+            retries: 3,
+            backend_protocol: "http1".into(),
+            passive_5xx: true,
+            passive_timeouts: true,
+            tls: FileL7Tls::default(),
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileL7Tls {
+    pub cert: String,
+    pub dir: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,9 +470,68 @@ impl Balance {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct L7Config {
+    /// Marathon-LB group served (`HAPROXY_GROUP` / `HAPROXY_{n}_GROUP`); `*` = every group.
     pub group: String,
+    /// The plain HTTP vhost router (Marathon-LB's port 80 frontend).
     pub http: Option<SocketAddr>,
+    /// The TLS vhost router (Marathon-LB's port 443 frontend).
     pub https: Option<SocketAddr>,
+    /// Client connections open at once over every L7 listener; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Request line plus headers, in bytes; larger → 431.
+    pub max_header_bytes: usize,
+    /// Header fields per request; more → 431.
+    pub max_headers: usize,
+    /// Time to receive a whole request head (slowloris guard); then 408 and close.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Keep-alive idle time between requests on a client connection.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time for a backend to answer with a response head; then 504.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Further backends tried when a connect fails (idempotent requests only).
+    pub retries: u32,
+    /// Protocol to backends by default ("http1" or "h2" prior knowledge); the app label
+    /// `FERRYMAN_L7_BACKEND_PROTOCOL` overrides it per app.
+    pub backend_protocol: BackendProtocol,
+    /// Passive outlier detection also counts 5xx answers as failures.
+    pub passive_5xx: bool,
+    /// Passive outlier detection also counts backend timeouts as failures.
+    pub passive_timeouts: bool,
+    pub tls: L7TlsConfig,
+}
+
+/// HTTP version spoken to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    Http1,
+    H2,
+}
+
+impl BackendProtocol {
+    pub fn parse(s: &str) -> Option<BackendProtocol> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "http1" | "http/1.1" | "http1.1" => Some(BackendProtocol::Http1),
+            "h2" | "http2" => Some(BackendProtocol::H2),
+            _ => None,
+        }
+    }
+}
+
+/// `[l7.tls]`: certificates besides the apps' `HAPROXY_{n}_SSL_CERT` paths. PEM files holding
+/// the certificate chain and the private key, as HAProxy's `crt` takes them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct L7TlsConfig {
+    /// Served when no certificate matches the SNI name (or there is none); Marathon-LB's
+    /// `/etc/ssl/cert.pem`.
+    pub cert: Option<PathBuf>,
+    /// Every `*.pem` file in it is loaded (HAProxy's `crt <dir>`), matched by its names.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -797,10 +890,35 @@ impl TryFrom<FileConfig> for Config {
             check_fall: l.check_fall.max(1),
         };
 
+        let l = f.l7;
+        let opt_path = |v: &str| (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
         let l7 = L7Config {
-            group: f.l7.group,
-            http: opt_socket_addr("l7.http", &f.l7.http)?,
-            https: opt_socket_addr("l7.https", &f.l7.https)?,
+            group: l.group,
+            http: opt_socket_addr("l7.http", &l.http)?,
+            https: opt_socket_addr("l7.https", &l.https)?,
+            max_connections: positive("l7.max_connections", l.max_connections)?,
+            max_header_bytes: positive("l7.max_header_bytes", l.max_header_bytes)?,
+            max_headers: positive("l7.max_headers", l.max_headers)?,
+            header_read_timeout: duration("l7.header_read_timeout", &l.header_read_timeout)?,
+            idle_timeout: duration("l7.idle_timeout", &l.idle_timeout)?,
+            request_timeout: duration("l7.request_timeout", &l.request_timeout)?,
+            connect_timeout: duration("l7.connect_timeout", &l.connect_timeout)?,
+            retries: l.retries,
+            backend_protocol: BackendProtocol::parse(&l.backend_protocol).ok_or_else(|| {
+                ConfigError::invalid(
+                    "l7.backend_protocol",
+                    format!(
+                        "unknown protocol {:?} (want \"http1\" or \"h2\")",
+                        l.backend_protocol
+                    ),
+                )
+            })?,
+            passive_5xx: l.passive_5xx,
+            passive_timeouts: l.passive_timeouts,
+            tls: L7TlsConfig {
+                cert: opt_path(&l.tls.cert),
+                dir: opt_path(&l.tls.dir),
+            },
         };
         let admin = AdminConfig {
             listen: socket_addr("admin.listen", &f.admin.listen)?,

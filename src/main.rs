@@ -19,7 +19,7 @@ use ferryman::config::{Config, L4Mode};
 use ferryman::fastpath::{self, Path as FastPath};
 use ferryman::health::{HealthPolicy, Registry};
 use ferryman::model::Publisher;
-use ferryman::{admin, discovery, dns, l4};
+use ferryman::{admin, discovery, dns, l4, l7};
 
 /// How long running tasks get to finish after a shutdown signal.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -209,6 +209,15 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
                 .context("dns server stopped")
         });
     }
+    let l7 = l7::Shared::new(config.clone()).context("l7 (TLS certificates)")?;
+    {
+        let (l7, token, snapshots) = (l7.clone(), shutdown.child_token(), snapshots.clone());
+        tasks.spawn(async move {
+            l7::server::run(l7, snapshots, token)
+                .await
+                .context("l7 stopped")
+        });
+    }
     let registry = Registry::new(HealthPolicy::from_config(&config.l4));
     fastpath::stats::register();
     match config.l4.mode {
@@ -261,9 +270,17 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         let (config, token, snapshots) =
             (config.clone(), shutdown.child_token(), snapshots.clone());
         tasks.spawn(async move {
-            admin::serve(admin_listener, snapshots, config, records, registry, token)
-                .await
-                .context("admin server stopped")
+            admin::serve(
+                admin_listener,
+                snapshots,
+                config,
+                records,
+                registry,
+                l7,
+                token,
+            )
+            .await
+            .context("admin server stopped")
         });
     }
 

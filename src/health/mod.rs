@@ -444,6 +444,18 @@ impl Registry {
         registry
     }
 
+    /// A registry that the L4 per-backend collector does not export (the L7 proxy keeps its
+    /// own backends' health here and exports them under its own metric names).
+    pub fn private(policy: HealthPolicy) -> Registry {
+        Registry {
+            inner: Arc::new(RegistryInner {
+                policy,
+                states: Mutex::new(HashMap::new()),
+                membership: Mutex::new(Arc::new(Vec::new())),
+            }),
+        }
+    }
+
     pub fn policy(&self) -> HealthPolicy {
         self.inner.policy
     }

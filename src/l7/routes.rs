@@ -37,11 +37,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
 use super::labels::{self, Balance, BasicAuth, LabelError, Mode, PortLabels};
-use crate::model::{BackendId, Service, Snapshot};
+use crate::config::BackendProtocol;
+use crate::model::{BackendId, ClusterState, Service, Snapshot};
+
+/// App label choosing the protocol spoken to the app's backends (`http1` or `h2`), over
+/// `l7.backend_protocol`. Marathon-LB has no equivalent (HAProxy 1.x spoke HTTP/1.1 only).
+pub const BACKEND_PROTOCOL_LABEL: &str = "FERRYMAN_L7_BACKEND_PROTOCOL";
 
 /// Longest `Host` (without port) looked up: a DNS name is at most 253 characters, so a longer
 /// header cannot name a vhost and is not copied into the stack buffer.
@@ -50,6 +56,10 @@ const MAX_HOST: usize = 255;
 /// One upstream server of a backend (a task's address for this service port).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
+    /// Marathon-LB's server name (`host_ip_port`, or `ip_port` when the agent host is the task
+    /// IP, every character outside `[A-Za-z0-9-]` → `_`): the `svname` of `/haproxy?stats;csv`
+    /// that `zdd.py` looks for, and the `server` label of the metrics.
+    pub name: String,
     /// The health overlay key (`health::HealthView` is keyed by it).
     pub id: BackendId,
     pub ip: IpAddr,
@@ -83,6 +93,10 @@ pub struct Backend {
     pub redirect_root: Option<String>,
     /// `HAPROXY_{n}_BACKEND_WEIGHT` (routing order, larger first).
     pub weight: i64,
+    /// `HAPROXY_{n}_SSL_CERT` files of the members (for the TLS listener's SNI table).
+    pub ssl_certs: Vec<PathBuf>,
+    /// [`BACKEND_PROTOCOL_LABEL`] of the settings' app; `None` = `l7.backend_protocol`.
+    pub protocol: Option<BackendProtocol>,
 }
 
 /// Why (part of) an app is not routed. The caller logs it; the other apps are served.
@@ -106,6 +120,12 @@ pub enum RouteError {
     },
     #[error("backend name {backend} already used by app {winner} (no shared deployment group)")]
     NameTaken { backend: String, winner: String },
+    #[error("HAPROXY_{index}_SSL_CERT {path}: {reason}")]
+    Cert {
+        index: usize,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// One route of a vhost: an optional `path_beg` prefix and the backend it selects.
@@ -147,7 +167,19 @@ impl RouteTable {
     /// The table for `snapshot`'s apps in the L7 group `group`, and what was skipped, each with
     /// the app id it concerns (sorted by app id, then as found).
     pub fn build(snapshot: &Snapshot, group: &str) -> (RouteTable, Vec<(String, RouteError)>) {
+        Self::build_with(snapshot, group, &|_| Ok(()))
+    }
+
+    /// [`RouteTable::build`], and an app whose served port names an `HAPROXY_{n}_SSL_CERT`
+    /// that `cert_ok` refuses (missing, unreadable, no key) is skipped whole like one with a bad
+    /// label, with the reason `cert_ok` gave.
+    pub fn build_with(
+        snapshot: &Snapshot,
+        group: &str,
+        cert_ok: &dyn Fn(&Path) -> Result<(), String>,
+    ) -> (RouteTable, Vec<(String, RouteError)>) {
         let mut errors = Vec::new();
+        let mut protocols: HashMap<&str, BackendProtocol> = HashMap::new();
         let services: HashMap<(&str, usize), &Service> = snapshot
             .services
             .iter()
@@ -168,8 +200,43 @@ impl RouteTable {
                     continue;
                 }
             };
+            let served = |p: &PortLabels| {
+                p.mode == Mode::Http && p.enabled(false) && (group == "*" || p.in_group(&[group]))
+            };
+            let bad_cert = ports.iter().filter(|p| served(p)).find_map(|p| {
+                p.ssl_certs.iter().find_map(|path| {
+                    cert_ok(path).err().map(|reason| RouteError::Cert {
+                        index: p.index,
+                        path: path.clone(),
+                        reason,
+                    })
+                })
+            });
+            if let Some(e) = bad_cert {
+                errors.push((id.clone(), e));
+                continue;
+            }
+            if let Some(v) = app.labels.get(BACKEND_PROTOCOL_LABEL) {
+                match BackendProtocol::parse(v) {
+                    Some(p) => {
+                        protocols.insert(id.as_str(), p);
+                    }
+                    None => {
+                        errors.push((
+                            id.clone(),
+                            RouteError::Label(LabelError {
+                                app_id: id.clone(),
+                                label: BACKEND_PROTOCOL_LABEL.to_string(),
+                                value: v.clone(),
+                                reason: "want http1 or h2",
+                            }),
+                        ));
+                        continue;
+                    }
+                }
+            }
             for p in ports {
-                if p.mode != Mode::Http || !p.enabled(false) || !p.in_group(&[group]) {
+                if !served(&p) {
                     continue;
                 }
                 let members = by_name.entry(p.backend.clone()).or_default();
@@ -203,6 +270,7 @@ impl RouteTable {
                 .filter_map(|m| services.get(&(m.app_id.as_str(), m.index)))
                 .flat_map(|s| s.backends.iter())
                 .map(|b| Server {
+                    name: server_name(&snapshot.state, &b.task_id, b.ip, b.port),
                     id: b.id,
                     ip: b.ip,
                     port: b.port,
@@ -253,6 +321,14 @@ impl RouteTable {
                 revproxy_path: first.revproxy_path.clone(),
                 redirect_root: first.redirect_root.clone(),
                 weight: first.backend_weight,
+                ssl_certs: {
+                    let mut certs: Vec<PathBuf> =
+                        members.iter().flat_map(|m| m.ssl_certs.clone()).collect();
+                    certs.sort();
+                    certs.dedup();
+                    certs
+                },
+                protocol: protocols.get(first.app_id.as_str()).copied(),
             });
         }
 
@@ -315,6 +391,33 @@ impl RouteTable {
     }
 }
 
+/// Marathon-LB's server name for a task's address (see [`Server::name`]); the host is the
+/// task's agent hostname, or the IP when the agent is unknown.
+fn server_name(state: &ClusterState, task_id: &str, ip: IpAddr, port: u16) -> String {
+    let ip = ip.to_string();
+    let host = state
+        .tasks
+        .get(task_id)
+        .and_then(|t| state.agents.get(&t.agent_id))
+        .map(|a| a.hostname.as_str())
+        .filter(|h| !h.is_empty())
+        .unwrap_or(&ip);
+    let raw = if host == ip {
+        format!("{ip}_{port}")
+    } else {
+        format!("{host}_{ip}_{port}")
+    };
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The member whose settings a merged blue/green backend takes: upstream `get_apps` keeps the
 /// *old* app (earlier `HAPROXY_DEPLOYMENT_STARTED_AT`; a missing date counts as the earliest,
 /// `datetime.min`) and appends the new colour's tasks to it. On a tie (upstream: whichever
@@ -337,6 +440,13 @@ impl RouteTable {
     /// The first route of the host whose prefix `path` begins with, in the module doc's order.
     /// Allocation-free: the host is lowercased into a stack buffer.
     pub fn route(&self, host: &str, path: &str) -> Option<&Backend> {
+        self.route_index(host, path)
+            .and_then(|i| self.backends.get(i))
+    }
+
+    /// [`RouteTable::route`] as an index into [`RouteTable::backends`] (for per-backend state
+    /// kept beside the table in the same order).
+    pub fn route_index(&self, host: &str, path: &str) -> Option<usize> {
         let host = strip_port(host);
         if host.len() > MAX_HOST {
             return None;
@@ -351,12 +461,17 @@ impl RouteTable {
             .get(lower)?
             .iter()
             .find(|r| r.matches(path))
-            .and_then(|r| self.backends.get(r.backend))
+            .map(|r| r.backend)
     }
 
     /// The backend of the http frontend on service port `port` (every path).
     pub fn port_route(&self, port: u16) -> Option<&Backend> {
         self.ports.get(&port).and_then(|&i| self.backends.get(i))
+    }
+
+    /// [`RouteTable::port_route`] as an index into [`RouteTable::backends`].
+    pub fn port_index(&self, port: u16) -> Option<usize> {
+        self.ports.get(&port).copied()
     }
 
     /// The service ports with an http frontend, ascending (the listeners to open).
@@ -503,6 +618,7 @@ mod tests {
         assert_eq!(
             b.servers,
             [Server {
+                name: "10_0_0_1_31000".into(),
                 id: BackendId(31000),
                 ip: "10.0.0.1".parse().unwrap(),
                 port: 31000,
