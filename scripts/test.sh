@@ -15,14 +15,16 @@ REQUIRED_PACKAGES=(
   "prometheus promtool"      # admin: promtool check metrics
   "prometheus prometheus"    # admin: a real Prometheus scrapes /metrics
   "dnsutils dig"             # dns: real resolver client
-  "curl curl"                # admin, l7: real HTTP client
+  "curl curl"                # admin, l7: real HTTP client (--http2, --resolve for SNI, -u)
   "unbound unbound"          # dns: forwarding to a real resolver; benches/dns_vs_unbound.sh
   "dnsperf dnsperf"          # dns: benches/dns_vs_unbound.sh load generator
   "iproute2 ip"              # l4: network namespaces and veths (tests/integration/netns.rs)
-  "nginx nginx"              # l4: backend HTTP servers; benches/l4_vs_haproxy.sh
+  "nginx nginx"              # l4: backend HTTP servers; benches/l4_vs_haproxy.sh, benches/l7_vs_peers.sh
   "python3 python3"          # l4: backend UDP echo servers; bench helpers
-  "wrk wrk"                  # l4: load during snapshot changes; benches/l4_vs_haproxy.sh
-  "haproxy haproxy"          # benches/l4_vs_haproxy.sh: the baseline
+  "wrk wrk"                  # l4, l7: load during snapshot changes; benches/l4_vs_haproxy.sh, l7_vs_peers.sh
+  "haproxy haproxy"          # benches/l4_vs_haproxy.sh, benches/l7_vs_peers.sh: the baseline
+  "nghttp2-client h2load"    # benches/l7_vs_peers.sh: HTTP/2 load (h2load)
+  "openssl openssl"          # benches/l7_vs_peers.sh: the self-signed certificate all proxies serve
   "clang-19 clang-19"        # build.rs: ebpf/sock_lb.c -> BPF object (the eBPF fast path)
   "libbpf-dev -"             # build.rs: <bpf/bpf_helpers.h>
   "bpftool bpftool"          # fastpath tests: `bpftool cgroup tree` shows what is attached
