@@ -23,7 +23,7 @@ use crate::balance::{Balancer, Slot};
 use crate::config::Balance;
 use crate::health::{BackendState, Registry};
 use crate::metrics::metrics;
-use crate::model::{App, Backend, BackendId, Protocol, Snapshot, VipKey};
+use crate::model::{App, Backend, BackendId, Protocol, Snapshot, VipKey, haproxy};
 
 pub use crate::balance::BALANCE_LABEL;
 
@@ -478,38 +478,18 @@ fn port_label<'a>(app: &'a App, index: usize, what: &str) -> Option<&'a String> 
     app.labels.get(&format!("HAPROXY_{index}_{what}"))
 }
 
-/// Whether the app's port `index` belongs to Marathon-LB group `group` (`HAPROXY_{n}_GROUP`,
-/// else `HAPROXY_GROUP`, comma-separated; `*` on either side matches every group). An app with
-/// no group label is not exposed, as in Marathon-LB.
+/// Whether Marathon-LB would serve the app's port `index` for a load balancer of group
+/// `group` (`*` = every group): the port is enabled and in the group, with Marathon-LB's rules
+/// (`model::haproxy`, which the L7 edge uses too, so both agree on every port). An app with a
+/// bad `HAPROXY_*` label is served by neither (the L7 edge logs it), as Marathon-LB skips it.
 pub fn in_group(app: &App, index: usize, group: &str) -> bool {
-    let Some(groups) = port_label(app, index, "GROUP").or_else(|| app.labels.get("HAPROXY_GROUP"))
-    else {
-        return false;
-    };
-    group == "*"
-        || groups
-            .split(',')
-            .map(str::trim)
-            .any(|g| g == group || g == "*")
+    haproxy::port_labels(app, index).is_ok_and(|p| p.enabled(false) && p.in_group(&[group]))
 }
 
-/// Whether Marathon-LB would serve the app's port `index` in http mode (left to L7):
-/// `HAPROXY_{n}_MODE=http`; without a mode label, a `HAPROXY_{n}_VHOST` or an HTTP health check
-/// on that port.
+/// Whether Marathon-LB would serve the app's port `index` in http mode (left to the L7 edge):
+/// `HAPROXY_{n}_MODE`, else an HTTP health check of the port (or of the port named by
+/// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`), else a `HAPROXY_{n}_VHOST`; see
+/// `model::haproxy` for the order. A port whose labels do not parse is not http.
 pub fn is_http(app: &App, index: usize) -> bool {
-    if let Some(mode) = port_label(app, index, "MODE") {
-        return mode.trim().eq_ignore_ascii_case("http");
-    }
-    if port_label(app, index, "VHOST").is_some_and(|v| !v.trim().is_empty()) {
-        return true;
-    }
-    app.health_checks.iter().any(|hc| {
-        let http = matches!(
-            hc.protocol.to_ascii_uppercase().as_str(),
-            "HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS"
-        );
-        // Marathon's default port index is 0 when neither index nor port is given.
-        let on_port = hc.port.is_none() && hc.port_index.unwrap_or(0) as usize == index;
-        http && on_port
-    })
+    haproxy::port_labels(app, index).is_ok_and(|p| p.mode == haproxy::Mode::Http)
 }

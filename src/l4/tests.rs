@@ -617,6 +617,19 @@ fn service_ports_follow_marathon_lb_group_and_mode() {
     ]);
     assert!(in_group(&per_port, 1, "internal"));
     assert!(!in_group(&per_port, 1, "external"));
+    // Marathon-LB's `has_group`: only the balancer's side has a wildcard.
+    assert!(!in_group(&app(&[("HAPROXY_GROUP", "*")]), 0, "external"));
+    // Disabled ports and apps with a bad label are served by neither data path.
+    let disabled = app(&[
+        ("HAPROXY_GROUP", "external"),
+        ("HAPROXY_0_ENABLED", "false"),
+    ]);
+    assert!(!in_group(&disabled, 0, "external"));
+    let bad = app(&[
+        ("HAPROXY_GROUP", "external"),
+        ("HAPROXY_0_BALANCE", "random"),
+    ]);
+    assert!(!in_group(&bad, 0, "external"));
 
     assert!(!is_http(&plain, 0));
     assert!(is_http(&app(&[("HAPROXY_0_MODE", "http")]), 0));

@@ -2,7 +2,7 @@
 //! labels, so that apps deployed for Marathon-LB are served unchanged, and a deploy never
 //! restarts a listener (routes are swapped, not reloaded).
 //!
-//! - [`labels`]: one Marathon app's `HAPROXY_*` labels → typed per-service-port settings
+//! - [`labels`] (`model::haproxy`): one Marathon app's `HAPROXY_*` labels → typed per-service-port settings
 //!   ([`labels::PortLabels`]), with Marathon-LB's defaults, precedence and backend naming, and
 //!   errors that name the app, the label and the value.
 //! - [`routes`]: one snapshot → the immutable [`routes::RouteTable`] (vhost/path router and
@@ -22,7 +22,6 @@
 //! `balance` and `health`; never the discovery sources or another data path.
 
 pub mod auth;
-pub mod labels;
 pub mod proxy;
 pub mod routes;
 pub mod server;
@@ -33,6 +32,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+
+/// Marathon-LB's labels are parsed in the model (the user-space L4 decides with the same rules
+/// which service ports it leaves to this edge); re-exported under their L7 name.
+pub use crate::model::haproxy as labels;
 
 use crate::balance::Balancer;
 use crate::config::{BackendProtocol, Config, L7Config};

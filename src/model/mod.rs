@@ -4,6 +4,7 @@
 //! build, no data path.
 
 pub mod build;
+pub mod haproxy;
 pub mod labels;
 pub mod publish;
 pub mod snapshot;
