@@ -1,28 +1,199 @@
-//! One request through the edge. SKELETON: owned by the proxy helper.
+//! One request through the edge: route, access checks, backend pick, forwarding.
+//!
+//! The request path reads the route table once ([`Shared::table`]) and never takes a lock. It
+//! gives Marathon-LB's `HAPROXY_*` labels the meaning of the HAProxy configuration Marathon-LB
+//! would generate from them (templates of upstream `config.py`, named in the comments below),
+//! in HAProxy's order of evaluation:
+//!
+//! 1. routing: a per-port frontend sends everything to its backend; the vhost routers match
+//!    `Host` (the `:authority` for HTTP/2) and the path prefix (`HTTP_FRONTEND_ACL*`);
+//!    no match → 503, as HAProxy without a default backend;
+//! 2. `HAPROXY_{n}_REDIRECT_TO_HTTPS` on the plain vhost router (`BACKEND_REDIRECT_HTTP_TO_HTTPS`,
+//!    a frontend rule in upstream, so before any other check) → 301 to `https://`;
+//! 3. `HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL` (`HTTP_BACKEND_NETWORK_ALLOWED_ACL` +
+//!    `HTTP_BACKEND_ACL_ALLOW_DENY`) → 403;
+//! 4. `HAPROXY_{n}_AUTH` (`HTTP_FRONTEND_ACL_WITH_AUTH`) → 401. Upstream checks credentials in
+//!    the frontend, before the backend's network ACL; here the ACL goes first so that a refused
+//!    network cannot make us verify (costly) password hashes, and a refused client learns
+//!    nothing of the realm. Upstream applies auth only on the vhost routers; here it applies on
+//!    the service-port frontends too (otherwise the port would bypass the password);
+//! 5. `HAPROXY_{n}_HTTP_BACKEND_REDIR` (`HTTP_BACKEND_REDIR`: `redirect code 301 location
+//!    <path> if is_domain is_root`) → 301;
+//! 6. forwarding to a server picked by the backend's balancer (or its sticky cookie), with
+//!    `HTTP_BACKEND_PROXYPASS_GLUE`, `HTTP_BACKEND_REVPROXY_GLUE`, `BACKEND_HTTP_OPTIONS`
+//!    (`X-Forwarded-*`), `BACKEND_HSTS_OPTIONS` and `BACKEND_STICKY_OPTIONS` applied.
+//!
+//! Forwarding uses pooled connections (hyper-util's legacy client: one pool speaking HTTP/1.1,
+//! one speaking HTTP/2 with prior knowledge), streams bodies both ways, relays `Upgrade`
+//! (WebSocket) tunnels, and retries idempotent requests without a body on another server when
+//! the connect fails (HAProxy's `retries` with `option redispatch`). Every failure is answered
+//! with a short text body and counted ([`LocalReply`]); nothing waits longer than
+//! `l7.request_timeout` for a response head.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::{ConnInfo, Shared};
-use crate::config::L7Config;
+use super::stats::{ActiveGuard, BackendStats, LocalReply};
+use super::{ConnInfo, Frontend, Shared, Table};
+use crate::config::{BackendProtocol, L7Config};
+use crate::health::BackendState;
 
 /// Response body of the proxy (a backend's streamed body or a short local answer).
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// Marathon-LB's sticky cookie (`BACKEND_STICKY_OPTIONS`: `cookie mesosphere_server_id insert
+/// indirect nocache`).
+pub const STICKY_COOKIE: &str = "mesosphere_server_id";
+
+/// `BACKEND_HSTS_OPTIONS`: `rspadd Strict-Transport-Security: max-age=15768000`.
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=15768000");
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Backend connections idle longer than this are closed (HAProxy closes idle server
+/// connections too; backends usually time out around 60 s, and reusing a connection the
+/// backend is closing fails the request).
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Backend connection pools and the settings of the request path.
-pub struct Proxy {}
+pub struct Proxy {
+    http1: Client<HttpConnector, ReqBody>,
+    h2: Client<HttpConnector, ReqBody>,
+    /// Per-server values derived from the current table (authorities, sticky cookies), built
+    /// on the first request that sees a new table.
+    derived: ArcSwapOption<Derived>,
+    /// The port of `l7.https` when it is not 443 (for `REDIRECT_TO_HTTPS`).
+    https_port: Option<u16>,
+}
 
 impl Proxy {
     pub fn new(l7: &L7Config) -> Proxy {
-        let _ = l7;
-        Proxy {}
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(l7.connect_timeout));
+        connector.enforce_http(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .http1_max_headers(l7.max_headers.max(1));
+        let http1 = builder.build(connector.clone());
+        builder.http2_only(true);
+        let h2 = builder.build(connector);
+        Proxy {
+            http1,
+            h2,
+            derived: ArcSwapOption::empty(),
+            https_port: l7.https.map(|a| a.port()).filter(|&p| p != 443),
+        }
+    }
+
+    /// The derived values of `table`, built when the table changed since the last request.
+    fn derived(&self, table: &Arc<Table>) -> Arc<Derived> {
+        {
+            let cur = self.derived.load();
+            if let Some(d) = &*cur
+                && std::ptr::eq(d.table.as_ptr(), Arc::as_ptr(table))
+            {
+                return d.clone();
+            }
+        }
+        let d = Arc::new(Derived::build(table));
+        self.derived.store(Some(d.clone()));
+        d
     }
 }
+
+// === Derived ===
+
+/// Values computed once per table instead of once per request.
+struct Derived {
+    /// The table these values are for (a `Weak` keeps the allocation, so the pointer cannot be
+    /// reused by a later table while this entry lives).
+    table: Weak<Table>,
+    /// By backend, by server (same order as the table).
+    servers: Vec<Box<[ServerMeta]>>,
+}
+
+struct ServerMeta {
+    /// `ip:port`, the pool key of the server's connections.
+    authority: Option<Authority>,
+    /// Sticky backends only: the cookie value and the `Set-Cookie` that inserts it.
+    sticky: Option<([u8; 10], HeaderValue)>,
+}
+
+impl Derived {
+    fn build(table: &Arc<Table>) -> Derived {
+        let servers = table
+            .routes
+            .backends()
+            .iter()
+            .map(|b| {
+                b.servers
+                    .iter()
+                    .map(|s| {
+                        let addr = std::net::SocketAddr::new(s.ip, s.port).to_string();
+                        ServerMeta {
+                            authority: Authority::from_maybe_shared(Bytes::from(addr)).ok(),
+                            sticky: b.sticky.then(|| {
+                                let value = sticky_value(&s.name);
+                                let set = HeaderValue::from_maybe_shared(Bytes::from(format!(
+                                    "{STICKY_COOKIE}={}; path=/",
+                                    std::str::from_utf8(&value).unwrap_or_default()
+                                )))
+                                .unwrap_or(HeaderValue::from_static(""));
+                                (value, set)
+                            }),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Derived {
+            table: Arc::downgrade(table),
+            servers,
+        }
+    }
+}
+
+/// marathon_lb.py's `shortHashedServerName`: the first 10 hex digits of sha1(server name).
+fn sticky_value(server_name: &str) -> [u8; 10] {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(server_name.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 10];
+    for (i, b) in digest.iter().take(5).enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    out
+}
+
+// === handle ===
 
 /// Serves one request that a listener accepted on `conn`.
 pub async fn handle(
@@ -30,6 +201,1104 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let _ = (shared, conn, req);
-    unimplemented!()
+    Ok(serve(&shared, &conn, req).await)
 }
+
+async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let table = shared.table.load_full();
+    let host = request_host(&req);
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+
+    // 1. Routing.
+    let index = match conn.frontend {
+        Frontend::Port(p) => table.routes.port_index(p),
+        Frontend::Http | Frontend::Https => {
+            host_str.and_then(|h| table.routes.route_index(h, req.uri().path()))
+        }
+    };
+    let (Some(index), Some(rt)) = (index, index.and_then(|i| table.backends.get(i))) else {
+        return local(shared, LocalReply::NoRoute, None);
+    };
+    let Some(backend) = table.routes.backends().get(index) else {
+        return local(shared, LocalReply::NoRoute, None);
+    };
+    let stats = &rt.stats;
+
+    // 2. BACKEND_REDIRECT_HTTP_TO_HTTPS: `redirect scheme https code 301 if !{ ssl_fc }`, on
+    // the plain vhost router only. Upstream redirects to the default port 443; our TLS
+    // listener may be elsewhere, so its port is added when it is not 443.
+    if backend.redirect_to_https && conn.frontend == Frontend::Http && !conn.tls {
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = https_location(host_str.unwrap_or_default(), shared.proxy.https_port, pq);
+        return redirect(shared, stats, StatusCode::MOVED_PERMANENTLY, &location);
+    }
+
+    // 3. HTTP_BACKEND_NETWORK_ALLOWED_ACL + HTTP_BACKEND_ACL_ALLOW_DENY.
+    let client_ip = conn.client_ip();
+    if !backend.network_allowed.is_empty()
+        && !backend
+            .network_allowed
+            .iter()
+            .any(|n| n.contains(&client_ip))
+    {
+        return local(shared, LocalReply::Denied, Some(stats));
+    }
+
+    // 4. HTTP_FRONTEND_ACL_WITH_AUTH: `http-request auth realm "<realm>" if !auth_ok`.
+    if let Some(auth) = &backend.auth
+        && !shared
+            .auth
+            .check(auth, req.headers().get(header::AUTHORIZATION))
+    {
+        let mut resp = local(shared, LocalReply::Unauthorized, Some(stats));
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, www_authenticate(&auth.realm));
+        return resp;
+    }
+
+    // 5. HTTP_BACKEND_REDIR: `redirect code 301 location <path> if is_domain is_root`.
+    // Upstream also requires `Host` to be the app's (first) vhost; requests reach this
+    // backend through its vhosts or its own service port, so only the root test is kept.
+    if let Some(root) = &backend.redirect_root
+        && req.uri().path() == "/"
+    {
+        return redirect(shared, stats, StatusCode::MOVED_PERMANENTLY, root);
+    }
+
+    // 6. Forwarding.
+    let _request = stats.request_started();
+    let derived = shared.proxy.derived(&table);
+    let Some(metas) = derived.servers.get(index) else {
+        return local(shared, LocalReply::NoServer, Some(stats));
+    };
+    let h2_backend = rt.protocol == BackendProtocol::H2;
+    let upgrading = !h2_backend && is_upgrade_request(&req);
+    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+
+    // Sticky: the server the client's cookie names, when it may take requests.
+    let sticky_server = if backend.sticky {
+        find_cookie(req.headers(), STICKY_COOKIE).and_then(|v| {
+            metas.iter().enumerate().find_map(|(i, m)| {
+                let live = m.sticky.as_ref().is_some_and(|(c, _)| c.as_slice() == v)
+                    && backend.servers.get(i).is_some_and(|s| s.weight > 0)
+                    && rt.states.get(i).is_some_and(|s| s.is_up());
+                live.then_some(i)
+            })
+        })
+    } else {
+        None
+    };
+
+    let (mut parts, body) = req.into_parts();
+    let client_version = parts.version;
+    let method_retriable = is_idempotent(&parts.method);
+    let body_empty = body.is_end_stream();
+    let retriable = method_retriable && body_empty;
+    let max_attempts = if retriable {
+        1 + shared.l7().retries as usize
+    } else {
+        1
+    };
+    let mut body = if body_empty { None } else { Some(body) };
+
+    // Request head toward the backend.
+    strip_hop_by_hop(&mut parts.headers, upgrading);
+    if upgrading {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if backend.sticky {
+        // `indirect` with `insert`: the server never sees the persistence cookie.
+        strip_cookie(&mut parts.headers, STICKY_COOKIE);
+    }
+    add_forwarded(&mut parts.headers, conn, host.as_ref());
+    if !h2_backend
+        && !parts.headers.contains_key(header::HOST)
+        && let Some(h) = &host
+    {
+        // An HTTP/2 client's `:authority` becomes the HTTP/1.1 `Host`.
+        parts.headers.insert(header::HOST, h.clone());
+    }
+    let pq = {
+        let orig = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        match backend.proxypass_path.as_deref() {
+            Some(prefix) => match proxypass(orig.as_str(), prefix) {
+                Some(p) => PathAndQuery::from_maybe_shared(Bytes::from(p)).unwrap_or(orig),
+                None => orig,
+            },
+            None => orig,
+        }
+    };
+    let version = if h2_backend {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let deadline = tokio::time::Instant::from_std(
+        start
+            .checked_add(shared.l7().request_timeout)
+            .unwrap_or(start + std::time::Duration::from_secs(86_400)),
+    );
+    let client = if h2_backend {
+        &shared.proxy.h2
+    } else {
+        &shared.proxy.http1
+    };
+
+    let mut tried: Vec<usize> = Vec::new();
+    let (resp, server, active) = loop {
+        let attempt = tried.len();
+        let pick = match sticky_server {
+            Some(i) if !tried.contains(&i) => Some(i),
+            _ => rt.balancer.pick(client_ip, &rt.states, &tried),
+        };
+        let (Some(i), Some(state)) = (pick, pick.and_then(|i| rt.states.get(i))) else {
+            let kind = if attempt == 0 {
+                LocalReply::NoServer
+            } else {
+                LocalReply::ConnectFailed
+            };
+            return local(shared, kind, Some(stats));
+        };
+        let Some(authority) = metas.get(i).and_then(|m| m.authority.clone()) else {
+            return local(shared, LocalReply::NoServer, Some(stats));
+        };
+        let active = ServerActive::new(state);
+        let last = attempt + 1 >= max_attempts;
+        let headers = if last {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(Scheme::HTTP);
+        uri_parts.authority = Some(authority);
+        uri_parts.path_and_query = Some(pq.clone());
+        let Ok(uri) = Uri::from_parts(uri_parts) else {
+            return local(shared, LocalReply::BadGateway, Some(stats));
+        };
+        let req_body = match body.take() {
+            Some(b) => ReqBody::stream(b, state.clone(), stats.clone()),
+            None => ReqBody::empty(),
+        };
+        let mut out = Request::new(req_body);
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = uri;
+        *out.version_mut() = version;
+        *out.headers_mut() = headers;
+
+        match tokio::time::timeout_at(deadline, client.request(out)).await {
+            Err(_) => {
+                if shared.l7().passive_timeouts {
+                    state.report_connect_failure();
+                }
+                tracing::debug!(backend = %backend.name, server = %state.addr, "no response head in time");
+                return local(shared, LocalReply::Timeout, Some(stats));
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                state.report_connect_failure();
+                tracing::debug!(backend = %backend.name, server = %state.addr, error = %e, "connect failed");
+                tried.push(i);
+                if tried.len() < max_attempts {
+                    stats.retried();
+                    continue;
+                }
+                return local(shared, LocalReply::ConnectFailed, Some(stats));
+            }
+            Ok(Err(e)) => {
+                state.report_reset();
+                tracing::debug!(backend = %backend.name, server = %state.addr, error = ?e, "backend failed");
+                return local(shared, LocalReply::BadGateway, Some(stats));
+            }
+            Ok(Ok(resp)) => break (resp, i, active),
+        }
+    };
+
+    let state = active.state().clone();
+    let status = resp.status();
+    if shared.l7().passive_5xx && status.is_server_error() {
+        state.report_connect_failure();
+    } else {
+        state.report_connect_ok();
+    }
+    stats.record(status.as_u16(), start.elapsed());
+
+    let mut resp = resp;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && let Some(client_upgrade) = client_upgrade {
+        let backend_upgrade = hyper::upgrade::on(&mut resp);
+        let stats = stats.clone();
+        let name = backend.name.clone();
+        let guard = _request;
+        tokio::spawn(async move {
+            let _guards = (guard, &active);
+            let (client_io, backend_io) = match tokio::try_join!(client_upgrade, backend_upgrade) {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!(backend = %name, error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let mut client_io = TokioIo::new(client_io);
+            let mut backend_io = TokioIo::new(backend_io);
+            let mut counted = (0u64, 0u64);
+            let res = tokio::io::copy_bidirectional(&mut client_io, &mut backend_io).await;
+            if let Ok(n) = res {
+                counted = n;
+            }
+            let state = active.state();
+            state.bytes_in.fetch_add(counted.0, Ordering::Relaxed);
+            state.bytes_out.fetch_add(counted.1, Ordering::Relaxed);
+            stats.add_bytes(counted.0, counted.1);
+        });
+        let (mut rparts, _) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers, true);
+        rparts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        rparts.version = client_version;
+        return Response::from_parts(rparts, empty());
+    }
+
+    let (mut rparts, rbody) = resp.into_parts();
+    rparts.version = client_version;
+    strip_hop_by_hop(&mut rparts.headers, false);
+    if let Some(root) = backend.revproxy_path.as_deref() {
+        rewrite_location(&mut rparts.headers, host_str.map(host_without_port), root);
+    }
+    if backend.use_hsts {
+        rparts
+            .headers
+            .insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+    }
+    if backend.sticky {
+        // `insert indirect`: a cookie the server sets under our name is removed; ours is
+        // inserted unless the client already holds the one for this server.
+        strip_set_cookie(&mut rparts.headers, STICKY_COOKIE);
+        if sticky_server != Some(server)
+            && let Some((_, set)) = metas.get(server).and_then(|m| m.sticky.as_ref())
+        {
+            rparts.headers.append(header::SET_COOKIE, set.clone());
+            // `nocache`: a response that inserts a cookie must not be cached by a shared
+            // cache (HAProxy adds `Cache-control: private` to cacheable responses).
+            if !is_uncacheable(&rparts.headers) {
+                rparts
+                    .headers
+                    .append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+            }
+        }
+    }
+    let body = RespBody {
+        inner: rbody,
+        stats: stats.clone(),
+        _request,
+        active,
+    };
+    Response::from_parts(rparts, BoxBody::new(body))
+}
+
+// === local replies ===
+
+fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(msg.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// The answer the edge gives itself, counted as `kind`.
+fn local(shared: &Shared, kind: LocalReply, backend: Option<&BackendStats>) -> Response<Body> {
+    shared.stats.local_reply(kind, backend);
+    let (status, msg) = match kind {
+        LocalReply::NoRoute => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: no backend serves this host/path\n",
+        ),
+        LocalReply::NoServer => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: no server available\n",
+        ),
+        LocalReply::ConnectFailed => (
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: could not connect to a server\n",
+        ),
+        LocalReply::BadGateway => (
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: the server failed\n",
+        ),
+        LocalReply::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 Gateway Timeout: the server did not answer in time\n",
+        ),
+        LocalReply::Denied => (StatusCode::FORBIDDEN, "403 Forbidden\n"),
+        LocalReply::Unauthorized => (StatusCode::UNAUTHORIZED, "401 Unauthorized\n"),
+        LocalReply::Redirect => (StatusCode::MOVED_PERMANENTLY, ""),
+    };
+    text(status, msg)
+}
+
+fn redirect(
+    shared: &Shared,
+    stats: &BackendStats,
+    status: StatusCode,
+    location: &str,
+) -> Response<Body> {
+    let Ok(location) = HeaderValue::from_str(location) else {
+        return local(shared, LocalReply::BadGateway, Some(stats));
+    };
+    let mut resp = local(shared, LocalReply::Redirect, Some(stats));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp
+}
+
+fn www_authenticate(realm: &str) -> HeaderValue {
+    let mut v = String::with_capacity(realm.len() + 16);
+    v.push_str("Basic realm=\"");
+    for c in realm.chars() {
+        if c == '"' || c == '\\' {
+            v.push('\\');
+        }
+        v.push(c);
+    }
+    v.push('"');
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("Basic realm=\"restricted\""))
+}
+
+// === pure helpers ===
+
+/// The host the client asked for: `Host`, else the URI authority (HTTP/2 clients send
+/// `:authority` instead of `Host`; an absolute-form HTTP/1.1 request has both).
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if let Some(h) = req.headers().get(header::HOST) {
+        return Some(h.clone());
+    }
+    req.uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// `host[:port]` without the port (`[v6]` keeps its brackets).
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+/// `BACKEND_REDIRECT_HTTP_TO_HTTPS`' target: `https://host[:port]<path?query>`.
+fn https_location(host: &str, https_port: Option<u16>, pq: &str) -> String {
+    let host = host_without_port(host);
+    let mut s = String::with_capacity(host.len() + pq.len() + 16);
+    s.push_str("https://");
+    s.push_str(host);
+    if let Some(p) = https_port {
+        let _ = write!(s, ":{p}");
+    }
+    s.push_str(pq);
+    s
+}
+
+/// `HTTP_BACKEND_PROXYPASS_GLUE`: `reqirep "^([^ :]*)\ {proxypath}/?(.*)" "\1\ /\2"`: a path
+/// starting with the prefix (case-insensitively) loses it and one `/` after it. `None`: no
+/// rewrite.
+fn proxypass(pq: &str, prefix: &str) -> Option<String> {
+    let head = pq.as_bytes().get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        return None;
+    }
+    let rest = &pq[prefix.len()..];
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let mut s = String::with_capacity(rest.len() + 1);
+    s.push('/');
+    s.push_str(rest);
+    Some(s)
+}
+
+/// `HTTP_BACKEND_REVPROXY_GLUE`: `rspirep "^Location: (https?://{hostname}(:[0-9]+)?)?(/.*)"
+/// "Location: {rootpath}"`: a `Location` that is an absolute path, or a URL at the app's host,
+/// becomes `rootpath` (the template drops the rest of the path). `hostname` is the app's vhost;
+/// here the host the client asked for, which is that vhost on the vhost routers.
+fn revproxy_location(location: &[u8], hostname: Option<&str>) -> bool {
+    let rest = if location.first() == Some(&b'/') {
+        location
+    } else {
+        let Some(hostname) = hostname else {
+            return false;
+        };
+        let lower = |p: &[u8], pre: &[u8]| {
+            p.get(..pre.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(pre))
+        };
+        let after_scheme = if lower(location, b"http://") {
+            &location[7..]
+        } else if lower(location, b"https://") {
+            &location[8..]
+        } else {
+            return false;
+        };
+        if !lower(after_scheme, hostname.as_bytes()) {
+            return false;
+        }
+        let mut rest = &after_scheme[hostname.len()..];
+        if rest.first() == Some(&b':') {
+            let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits == 0 {
+                return false;
+            }
+            rest = &rest[1 + digits..];
+        }
+        rest
+    };
+    rest.first() == Some(&b'/')
+}
+
+fn rewrite_location(headers: &mut HeaderMap, hostname: Option<&str>, root: &str) {
+    let Some(loc) = headers.get(header::LOCATION) else {
+        return;
+    };
+    if revproxy_location(loc.as_bytes(), hostname)
+        && let Ok(v) = HeaderValue::from_str(root)
+    {
+        headers.insert(header::LOCATION, v);
+    }
+}
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1): `Connection` and the fields it names,
+/// `Keep-Alive`, `Proxy-Connection`, `TE` (kept as `trailers` when asked for),
+/// `Trailer`, `Transfer-Encoding` (hyper frames the body again), and `Upgrade` unless
+/// `upgrading` (then `Connection` is set again by the caller).
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let mut names = headers.get_all(header::CONNECTION).iter();
+    if let Some(first) = names.next().cloned() {
+        // Usually one `Connection` line: cloning it is a reference count; more are collected
+        // (an empty `collect` does not allocate).
+        let more: Vec<HeaderValue> = names.cloned().collect();
+        headers.remove(header::CONNECTION);
+        for v in std::iter::once(first).chain(more) {
+            let Ok(s) = v.to_str() else { continue };
+            for name in s.split(',') {
+                let name = name.trim();
+                if name.is_empty() || (upgrading && name.eq_ignore_ascii_case("upgrade")) {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    headers.remove(n);
+                }
+            }
+        }
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    if let Some(te) = headers.remove(header::TE) {
+        let trailers = te.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    if !upgrading {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
+fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// RFC 9110 idempotent methods: safe to send again after a failed connect.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// `BACKEND_HTTP_OPTIONS` (`option forwardfor`, `X-Forwarded-Port %[dst_port]`,
+/// `X-Forwarded-Proto`) and RFC 7239 `Forwarded`. `X-Forwarded-For` and `Forwarded` are
+/// appended (a proxy in front keeps its entries); proto and port are set (a client cannot
+/// claim `https`).
+fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>) {
+    let values = forwarded_values(conn.client_ip(), conn.tls, conn.local.port(), host);
+    headers.append(X_FORWARDED_FOR, values.xff);
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    headers.insert(X_FORWARDED_PORT, values.port);
+    headers.append(header::FORWARDED, values.forwarded);
+}
+
+#[derive(Clone)]
+struct ForwardedValues {
+    xff: HeaderValue,
+    port: HeaderValue,
+    forwarded: HeaderValue,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct ForwardedKey {
+    ip: IpAddr,
+    tls: bool,
+    port: u16,
+    host: Option<HeaderValue>,
+}
+
+thread_local! {
+    /// The last forwarded values built on this thread: consecutive requests of a keep-alive
+    /// connection (and of a benchmark's clients) share them, saving three header allocations.
+    static LAST_FORWARDED: RefCell<Option<(ForwardedKey, ForwardedValues)>> =
+        const { RefCell::new(None) };
+}
+
+fn forwarded_values(
+    ip: IpAddr,
+    tls: bool,
+    port: u16,
+    host: Option<&HeaderValue>,
+) -> ForwardedValues {
+    LAST_FORWARDED.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if let Some((k, v)) = &*cell
+            && k.ip == ip
+            && k.tls == tls
+            && k.port == port
+            && k.host.as_ref() == host
+        {
+            return v.clone();
+        }
+        let values = ForwardedValues {
+            xff: header_value(ip.to_string()),
+            port: HeaderValue::from(port),
+            forwarded: header_value(forwarded_element(
+                ip,
+                if tls { "https" } else { "http" },
+                host.and_then(|h| h.to_str().ok()),
+            )),
+        };
+        *cell = Some((
+            ForwardedKey {
+                ip,
+                tls,
+                port,
+                host: host.cloned(),
+            },
+            values.clone(),
+        ));
+        values
+    })
+}
+
+fn header_value(s: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// One RFC 7239 element: `for=<ip>;proto=<p>[;host=<h>]`; an IPv6 address is bracketed and
+/// quoted, a host that is not a token (a `:port`) is quoted.
+fn forwarded_element(ip: IpAddr, proto: &str, host: Option<&str>) -> String {
+    let mut s = String::with_capacity(64);
+    match ip {
+        IpAddr::V4(v4) => {
+            let _ = write!(s, "for={v4}");
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(s, "for=\"[{v6}]\"");
+        }
+    }
+    let _ = write!(s, ";proto={proto}");
+    if let Some(h) = host {
+        let token = !h.is_empty()
+            && h.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+        if token {
+            let _ = write!(s, ";host={h}");
+        } else {
+            s.push_str(";host=\"");
+            for c in h.chars() {
+                if c == '"' || c == '\\' {
+                    s.push('\\');
+                }
+                s.push(c);
+            }
+            s.push('"');
+        }
+    }
+    s
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers (HTTP/2 may split them).
+fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .find_map(|v| cookie_in(v.as_bytes(), name))
+}
+
+fn cookie_in<'a>(line: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    line.split(|&c| c == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&c| c == b'=')?;
+        (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+    })
+}
+
+/// Removes cookie `name` from the `Cookie` headers (the others are kept, in order); a header
+/// left empty is dropped. Allocates only when the cookie is present.
+fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    if find_cookie(headers, name).is_none() {
+        return;
+    }
+    let old: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    headers.remove(header::COOKIE);
+    for v in old {
+        if cookie_in(v.as_bytes(), name).is_none() {
+            headers.append(header::COOKIE, v);
+            continue;
+        }
+        let mut kept: Vec<&[u8]> = Vec::new();
+        for pair in v.as_bytes().split(|&c| c == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() {
+                continue;
+            }
+            let n = pair
+                .iter()
+                .position(|&c| c == b'=')
+                .map_or(pair, |eq| pair[..eq].trim_ascii());
+            if n != name.as_bytes() {
+                kept.push(pair);
+            }
+        }
+        if !kept.is_empty()
+            && let Ok(v) = HeaderValue::from_bytes(&kept.join(&b"; "[..]))
+        {
+            headers.append(header::COOKIE, v);
+        }
+    }
+}
+
+/// Removes `Set-Cookie` headers of the server that set cookie `name` (`insert` without
+/// `preserve`).
+fn strip_set_cookie(headers: &mut HeaderMap, name: &str) {
+    let sets_ours = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        let eq = b.iter().position(|&c| c == b'=').unwrap_or(b.len());
+        b[..eq].trim_ascii() == name.as_bytes()
+    };
+    if !headers.get_all(header::SET_COOKIE).iter().any(sets_ours) {
+        return;
+    }
+    let old: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in old.into_iter().filter(|v| !sets_ours(v)) {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+/// Whether `Cache-Control` already keeps shared caches from storing the response.
+fn is_uncacheable(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|d| {
+                let d = d.trim();
+                d.eq_ignore_ascii_case("private")
+                    || d.eq_ignore_ascii_case("no-cache")
+                    || d.eq_ignore_ascii_case("no-store")
+            })
+        })
+    })
+}
+
+// === bodies ===
+
+/// Keeps a server's `active` count raised while a request to it is in flight (until its
+/// response body ends or is dropped); counts the request in `total`.
+struct ServerActive(Arc<BackendState>);
+
+impl ServerActive {
+    fn new(state: &Arc<BackendState>) -> ServerActive {
+        state.active.fetch_add(1, Ordering::Relaxed);
+        state.total.fetch_add(1, Ordering::Relaxed);
+        ServerActive(state.clone())
+    }
+
+    fn state(&self) -> &Arc<BackendState> {
+        &self.0
+    }
+}
+
+impl Drop for ServerActive {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The body sent to a backend: the client's streamed body, counted, or nothing.
+pub struct ReqBody {
+    inner: Option<(Incoming, Arc<BackendState>, Arc<BackendStats>)>,
+}
+
+impl ReqBody {
+    fn empty() -> ReqBody {
+        ReqBody { inner: None }
+    }
+
+    fn stream(body: Incoming, state: Arc<BackendState>, stats: Arc<BackendStats>) -> ReqBody {
+        ReqBody {
+            inner: Some((body, state, stats)),
+        }
+    }
+}
+
+impl HttpBody for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some((body, state, stats)) = &mut self.get_mut().inner else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let n = data.len() as u64;
+            state.bytes_in.fetch_add(n, Ordering::Relaxed);
+            stats.add_bytes(n, 0);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(|(b, _, _)| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some((b, _, _)) => b.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The body returned to the client: the backend's streamed body, counted; holds the request's
+/// active gauges until it ends.
+struct RespBody {
+    inner: Incoming,
+    stats: Arc<BackendStats>,
+    _request: ActiveGuard,
+    active: ServerActive,
+}
+
+impl HttpBody for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let n = data.len() as u64;
+            this.active.0.bytes_out.fetch_add(n, Ordering::Relaxed);
+            this.stats.add_bytes(0, n);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_with_those_connection_names() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, hv("keep-alive, X-Secret"));
+        h.append(header::CONNECTION, hv("x-other"));
+        h.insert("x-secret", hv("1"));
+        h.insert("x-other", hv("1"));
+        h.insert(KEEP_ALIVE, hv("timeout=5"));
+        h.insert(PROXY_CONNECTION, hv("keep-alive"));
+        h.insert(header::TE, hv("gzip, trailers"));
+        h.insert(header::TRAILER, hv("x-sum"));
+        h.insert(header::TRANSFER_ENCODING, hv("chunked"));
+        h.insert(header::UPGRADE, hv("websocket"));
+        h.insert("x-kept", hv("yes"));
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["te", "x-kept"], "{h:?}");
+        assert_eq!(h[header::TE], "trailers");
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, hv("Upgrade"));
+        h.insert(header::UPGRADE, hv("websocket"));
+        h.insert(header::TE, hv("gzip"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE), Some(&hv("websocket")));
+        assert!(!h.contains_key(header::CONNECTION));
+        assert!(!h.contains_key(header::TE));
+    }
+
+    #[test]
+    fn forwarded_elements_follow_rfc_7239() {
+        let v4: IpAddr = "192.0.2.60".parse().unwrap();
+        let v6: IpAddr = "2001:db8:cafe::17".parse().unwrap();
+        assert_eq!(
+            forwarded_element(v4, "http", Some("example.com")),
+            "for=192.0.2.60;proto=http;host=example.com"
+        );
+        assert_eq!(
+            forwarded_element(v6, "https", Some("example.com:8443")),
+            "for=\"[2001:db8:cafe::17]\";proto=https;host=\"example.com:8443\""
+        );
+        assert_eq!(
+            forwarded_element(v4, "http", None),
+            "for=192.0.2.60;proto=http"
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_set() {
+        let conn = ConnInfo {
+            frontend: Frontend::Https,
+            client: "[::ffff:10.1.2.3]:5555".parse().unwrap(),
+            local: "0.0.0.0:8443".parse().unwrap(),
+            tls: true,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, hv("1.1.1.1"));
+        h.insert(X_FORWARDED_PROTO, hv("http"));
+        let host = hv("a.example");
+        add_forwarded(&mut h, &conn, Some(&host));
+        let xff: Vec<_> = h.get_all(X_FORWARDED_FOR).iter().collect();
+        assert_eq!(xff, [hv("1.1.1.1"), hv("10.1.2.3")]);
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_PORT], "8443");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.1.2.3;proto=https;host=a.example"
+        );
+        // A second request with another host does not reuse the cached values.
+        let mut h2 = HeaderMap::new();
+        add_forwarded(&mut h2, &conn, Some(&hv("b.example")));
+        assert_eq!(
+            h2[header::FORWARDED],
+            "for=10.1.2.3;proto=https;host=b.example"
+        );
+    }
+
+    #[test]
+    fn proxypass_strips_the_prefix_as_reqirep() {
+        assert_eq!(
+            proxypass("/test/foo?x=1", "/test").as_deref(),
+            Some("/foo?x=1")
+        );
+        assert_eq!(proxypass("/test", "/test").as_deref(), Some("/"));
+        assert_eq!(proxypass("/test?x=1", "/test").as_deref(), Some("/?x=1"));
+        assert_eq!(proxypass("/TEST/a", "/test").as_deref(), Some("/a"));
+        // The template's regex has no boundary after the prefix.
+        assert_eq!(proxypass("/testing", "/test").as_deref(), Some("/ing"));
+        assert_eq!(proxypass("/test/foo", "/test/").as_deref(), Some("/foo"));
+        assert_eq!(proxypass("/other", "/test"), None);
+        assert_eq!(proxypass("/te", "/test"), None);
+    }
+
+    #[test]
+    fn revproxy_rewrites_locations_at_the_app() {
+        let host = Some("app.example.com");
+        assert!(revproxy_location(b"/login", host));
+        assert!(revproxy_location(b"http://app.example.com/x", host));
+        assert!(revproxy_location(b"https://APP.example.com:8080/x", host));
+        assert!(!revproxy_location(b"https://other.example.com/x", host));
+        assert!(!revproxy_location(b"http://app.example.com.evil/x", host));
+        assert!(!revproxy_location(b"http://app.example.com", host));
+        assert!(!revproxy_location(b"relative", host));
+        assert!(!revproxy_location(b"http://app.example.com/x", None));
+
+        let mut h = HeaderMap::new();
+        h.insert(header::LOCATION, hv("http://app.example.com:80/deep/path"));
+        rewrite_location(&mut h, host, "/my/content");
+        assert_eq!(h[header::LOCATION], "/my/content");
+        let mut h = HeaderMap::new();
+        h.insert(header::LOCATION, hv("https://elsewhere/"));
+        rewrite_location(&mut h, host, "/my/content");
+        assert_eq!(h[header::LOCATION], "https://elsewhere/");
+    }
+
+    #[test]
+    fn cookies_are_found_and_stripped() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            hv("a=1; mesosphere_server_id=0123456789 ;b=2"),
+        );
+        h.append(header::COOKIE, hv("c=3"));
+        assert_eq!(find_cookie(&h, STICKY_COOKIE), Some(&b"0123456789"[..]));
+        assert_eq!(find_cookie(&h, "c"), Some(&b"3"[..]));
+        assert_eq!(find_cookie(&h, "mesosphere"), None);
+        strip_cookie(&mut h, STICKY_COOKIE);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, [hv("a=1; b=2"), hv("c=3")]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, hv("mesosphere_server_id=x"));
+        strip_cookie(&mut h, STICKY_COOKIE);
+        assert!(!h.contains_key(header::COOKIE));
+
+        let mut h = HeaderMap::new();
+        h.append(header::SET_COOKIE, hv("mesosphere_server_id=evil; path=/"));
+        h.append(header::SET_COOKIE, hv("session=1"));
+        strip_set_cookie(&mut h, STICKY_COOKIE);
+        let all: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(all, [hv("session=1")]);
+    }
+
+    #[test]
+    fn sticky_value_is_marathon_lbs_short_hash() {
+        // hashlib.sha1(b"10_0_0_1_31000").hexdigest()[:10]
+        let v = sticky_value("10_0_0_1_31000");
+        use sha1::{Digest, Sha1};
+        let full: String = Sha1::digest(b"10_0_0_1_31000")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(std::str::from_utf8(&v).unwrap(), &full[..10]);
+        assert_eq!(
+            std::str::from_utf8(&sticky_value("abc")).unwrap(),
+            "a9993e3647"
+        );
+    }
+
+    #[test]
+    fn https_redirect_target() {
+        assert_eq!(
+            https_location("a.example:80", None, "/p?q=1"),
+            "https://a.example/p?q=1"
+        );
+        assert_eq!(
+            https_location("a.example", Some(8443), "/"),
+            "https://a.example:8443/"
+        );
+        assert_eq!(
+            https_location("[::1]:80", Some(8443), "/x"),
+            "https://[::1]:8443/x"
+        );
+    }
+
+    #[test]
+    fn request_host_is_host_else_authority() {
+        let r = Request::builder()
+            .uri("/p")
+            .header(header::HOST, "h.example")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&r), Some(hv("h.example")));
+        let r = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("https://a.example:8443/p")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&r), Some(hv("a.example:8443")));
+        let r = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("https://a.example:8443/p")
+            .header(header::HOST, "h.example")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&r), Some(hv("h.example")));
+        let r = Request::builder().uri("/p").body(()).unwrap();
+        assert_eq!(request_host(&r), None);
+    }
+
+    #[test]
+    fn upgrade_and_idempotency() {
+        let r = Request::builder()
+            .header(header::CONNECTION, "keep-alive, Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        assert!(is_upgrade_request(&r));
+        let r = Request::builder()
+            .header(header::UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        assert!(!is_upgrade_request(&r));
+        assert!(is_idempotent(&Method::GET) && is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST) && !is_idempotent(&Method::PATCH));
+    }
+
+    #[test]
+    fn www_authenticate_quotes_the_realm() {
+        assert_eq!(
+            www_authenticate("my \"realm\""),
+            "Basic realm=\"my \\\"realm\\\"\""
+        );
+    }
+}
+
+#[cfg(test)]
+mod e2e;
