@@ -17,4 +17,5 @@ mod ebpf;
 mod fixture_vips;
 mod l4;
 mod l4_netns;
+mod l7;
 mod netns;

@@ -1,0 +1,240 @@
+//! The TLS listener: SNI picks the certificate (`HAPROXY_0_SSL_CERT`, `[l7.tls]` dir and
+//! default), ALPN h2, forwarded headers over TLS, redirect to HTTPS, HSTS, certificate reload.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{Backend, Certs, Curl, Edge, apps, curl, resolve, vhost_app};
+use crate::harness::free_port;
+
+/// Certificates for a.example.com (served from an app's `HAPROXY_0_SSL_CERT`), b.example.com
+/// (in `[l7.tls] dir`) and default.example.net (`[l7.tls] cert`), and the `[l7]`/`[l7.tls]`
+/// config for an https listener on a free port.
+struct Tls {
+    certs: Certs,
+    l7_keys: String,
+    sections: String,
+}
+
+fn tls_setup() -> Tls {
+    let certs = Certs::generate(&["a.example.com", "b.example.com", "default.example.net"]);
+    let dir = certs.path("dir");
+    std::fs::create_dir_all(&dir).expect("cert dir");
+    std::fs::rename(
+        certs.path("b.example.com.pem"),
+        dir.join("b.example.com.pem"),
+    )
+    .expect("move b into the dir");
+    let l7_keys = format!("https = \"127.0.0.1:{}\"", free_port());
+    let sections = format!(
+        "[l7.tls]\ncert = \"{}\"\ndir = \"{}\"\n",
+        certs.path("default.example.net.pem").display(),
+        dir.display()
+    );
+    Tls {
+        certs,
+        l7_keys,
+        sections,
+    }
+}
+
+/// `curl --cacert CA --resolve NAME:PORT:127.0.0.1 https://NAME:PORT<path>` plus `args`.
+async fn curl_tls(tls: &Tls, https: SocketAddr, name: &str, path: &str, args: &[&str]) -> Curl {
+    let url = format!("https://{name}:{}{path}", https.port());
+    let ca = tls.certs.ca();
+    let mut all = vec!["--cacert", &ca, "--resolve"];
+    let resolve = resolve(name, https);
+    all.push(&resolve);
+    all.extend_from_slice(args);
+    all.push(&url);
+    curl(&all).await.expect("curl (checked by the caller)")
+}
+
+/// Polls until `name` is served over TLS with status 200 (the route and its certificate
+/// appear with the snapshot).
+async fn wait_tls(tls: &Tls, edge: &Edge, name: &str, extra: &[&str]) -> Curl {
+    let https = edge.https.expect("https configured");
+    let deadline = Instant::now() + super::ROUTE_WITHIN;
+    loop {
+        let r = curl_tls(tls, https, name, "/", extra).await;
+        if r.status == 200 || Instant::now() >= deadline {
+            assert_eq!(r.status, 200, "{name} over TLS: {r:?}\n{}", edge.f.logs());
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_certificate_and_alpn_offers_h2() {
+    if crate::harness::tool("curl").is_none() {
+        return;
+    }
+    let tls = tls_setup();
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let list = apps(vec![
+        vhost_app(
+            "/a",
+            "a.example.com",
+            &[&a],
+            json!({"HAPROXY_0_SSL_CERT": tls.certs.path("a.example.com.pem")}),
+        ),
+        vhost_app("/b", "b.example.com", &[&b], json!({})),
+    ]);
+    let edge = Edge::start(&tls.l7_keys, &tls.sections, &list).await;
+    let https = edge.https.expect("https");
+    wait_tls(&tls, &edge, "a.example.com", &[]).await;
+
+    for (name, backend) in [("a.example.com", "a"), ("b.example.com", "b")] {
+        // --cacert without -k: the handshake only succeeds when the served certificate is
+        // valid for `name`.
+        let r = curl_tls(&tls, https, name, "/tls?x=1", &["--http2"]).await;
+        assert_eq!((r.code, r.status), (0, 200), "{name}: {r:?}");
+        assert_eq!(r.subject(), Some(format!("CN={name}").as_str()), "{name}");
+        assert_eq!(r.version, "2", "{name}: ALPN did not select h2: {r:?}");
+        let echo: serde_json::Value = serde_json::from_str(&r.body).expect("backend JSON");
+        assert_eq!(echo["backend"], backend);
+        assert_eq!(echo["path"], "/tls?x=1");
+        let h = &echo["headers"];
+        assert_eq!(h["x-forwarded-proto"], "https", "{name}: {h}");
+        assert_eq!(
+            h["x-forwarded-port"],
+            https.port().to_string(),
+            "{name}: {h}"
+        );
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{name}: {h}");
+        assert!(
+            h["forwarded"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .contains("proto=https"),
+            "{name}: {h}"
+        );
+        // HTTP/1.1 when the client offers only that.
+        let r = curl_tls(&tls, https, name, "/", &["--http1.1"]).await;
+        assert_eq!(
+            (r.status, r.version.as_str()),
+            (200, "1.1"),
+            "{name}: {r:?}"
+        );
+    }
+    // An unknown name gets the default certificate (and no route: 503).
+    let r = curl_tls(&tls, https, "c.example.com", "/", &["-k"]).await;
+    assert_eq!(r.subject(), Some("CN=default.example.net"), "{r:?}");
+    assert_eq!(r.status, 503, "{r:?}");
+    // So does a client that sends no SNI (an IP address).
+    let url = format!("https://127.0.0.1:{}/", https.port());
+    let r = curl(&["-k", &url]).await.expect("curl");
+    assert_eq!(r.subject(), Some("CN=default.example.net"), "{r:?}");
+    // TLS 1.2 is accepted as well as 1.3.
+    let r = curl_tls(&tls, https, "a.example.com", "/", &["--tls-max", "1.2"]).await;
+    assert_eq!(r.status, 200, "TLS 1.2: {r:?}");
+    assert!(r.stderr.contains("TLSv1.2"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_to_https_and_hsts() {
+    if crate::harness::tool("curl").is_none() {
+        return;
+    }
+    let tls = tls_setup();
+    let r_backend = Backend::start("redirected").await;
+    let h_backend = Backend::start("hsts").await;
+    let list = apps(vec![
+        vhost_app(
+            "/redirected",
+            "r.example.com",
+            &[&r_backend],
+            json!({"HAPROXY_0_REDIRECT_TO_HTTPS": "true"}),
+        ),
+        vhost_app(
+            "/hsts",
+            "h.example.com",
+            &[&h_backend],
+            json!({"HAPROXY_0_USE_HSTS": "true"}),
+        ),
+    ]);
+    let edge = Edge::start(&tls.l7_keys, &tls.sections, &list).await;
+    let https = edge.https.expect("https");
+    // BACKEND_REDIRECT_HTTP_TO_HTTPS: `redirect scheme https code 301 if !{ ssl_fc }`.
+    let r = edge
+        .wait_for("r.example.com", "/some/path?q=1", |r| r.status == 301)
+        .await;
+    assert_eq!(
+        r.header("location"),
+        Some("https://r.example.com/some/path?q=1"),
+        "{r:?}"
+    );
+    assert_eq!(r_backend.hits(), 0, "the redirect reached the backend");
+    // Over TLS the same request is served (no certificate for r.example.com: the default, -k).
+    let over_tls = wait_tls(&tls, &edge, "r.example.com", &["-k"]).await;
+    assert!(
+        over_tls.body.contains("\"backend\":\"redirected\""),
+        "{over_tls:?}"
+    );
+
+    // BACKEND_HSTS_OPTIONS: `rspadd Strict-Transport-Security: max-age=15768000`.
+    let r = curl_tls(&tls, https, "h.example.com", "/", &["-k"]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=15768000"),
+        "{r:?}"
+    );
+    // An app without USE_HSTS has none.
+    let r = curl_tls(&tls, https, "r.example.com", "/", &["-k"]).await;
+    assert_eq!(r.header("strict-transport-security"), None, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_certificate_is_served_without_a_restart() {
+    if crate::harness::tool("curl").is_none() {
+        return;
+    }
+    let tls = tls_setup();
+    let a = Backend::start("a").await;
+    let label_cert = tls.certs.path("a.example.com.pem");
+    let list = apps(vec![vhost_app(
+        "/a",
+        "a.example.com",
+        &[&a],
+        json!({"HAPROXY_0_SSL_CERT": label_cert}),
+    )]);
+    let edge = Edge::start(&tls.l7_keys, &tls.sections, &list).await;
+    let https = edge.https.expect("https");
+    let first = wait_tls(&tls, &edge, "a.example.com", &[]).await;
+    assert_eq!(first.subject(), Some("CN=a.example.com"));
+
+    // A new certificate for the same name, from a new CA: the old CA must stop verifying.
+    let fresh = Certs::generate(&["a.example.com"]);
+    let tmp = label_cert.with_extension("tmp");
+    std::fs::copy(fresh.path("a.example.com.pem"), &tmp).expect("copy");
+    std::fs::rename(&tmp, &label_cert).expect("replace the certificate");
+    let deadline = Instant::now() + super::ROUTE_WITHIN;
+    let ca = fresh.ca();
+    let resolve = resolve("a.example.com", https);
+    let url = format!("https://a.example.com:{}/", https.port());
+    loop {
+        let r = curl(&["--cacert", &ca, "--resolve", &resolve, &url])
+            .await
+            .expect("curl");
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replaced certificate was not served within {:?}: {r:?}",
+            super::ROUTE_WITHIN
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = edge.f.logs();
+    assert_eq!(
+        super::listener_lines(&log, &super::HTTP_LISTENER).len(),
+        1,
+        "a listener was bound again:\n{log}"
+    );
+}
