@@ -82,9 +82,8 @@ struct State {
 /// One certificate file: its last good certificate and what the file looked like when last read.
 struct Entry {
     good: Option<Arc<Loaded>>,
-    /// The file's metadata when last read (None: it could not be stat'ed). A poll that sees the
-    /// same stamp does not read the file again.
-    seen: Option<Stamp>,
+    /// What the file looked like when last read: a poll that sees the same does not read it.
+    seen: Seen,
     /// Why the file's current content is not served (None when `good` is its current content).
     error: Option<String>,
 }
@@ -94,6 +93,35 @@ struct Loaded {
     key: Arc<CertifiedKey>,
     /// Lowercase DNS names, wildcards as `*.example.com`.
     names: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Seen {
+    /// Read again at the next look: never read, or read while its modification time was so
+    /// recent that a rewrite in the same timestamp tick could still follow unseen (git's
+    /// "racy" files, for filesystems with coarse timestamps).
+    Unsure,
+    File(Stamp),
+    /// `stat` failed with this error (missing, permission).
+    Failed(std::io::ErrorKind),
+}
+
+impl Seen {
+    fn of(stat: &std::io::Result<Stamp>) -> Seen {
+        match stat {
+            Ok(stamp) if stamp.racy() => Seen::Unsure,
+            Ok(stamp) => Seen::File(*stamp),
+            Err(e) => Seen::Failed(e.kind()),
+        }
+    }
+
+    fn unchanged(self, stat: &std::io::Result<Stamp>) -> bool {
+        match (self, stat) {
+            (Seen::File(seen), Ok(now)) => seen == *now,
+            (Seen::Failed(seen), Err(now)) => seen == now.kind(),
+            _ => false,
+        }
+    }
 }
 
 /// What tells a rewritten file from an unchanged one: device and inode (a rename or symlink
@@ -119,6 +147,15 @@ impl Stamp {
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
         })
+    }
+
+    /// Modified within the last 2 s (either way: a clock step must not make a file racy
+    /// forever).
+    fn racy(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        (now - self.mtime.0).abs() < 2
     }
 }
 
@@ -297,13 +334,14 @@ impl Certs {
             }
         }
         for path in state.paths(config) {
-            let before = state.files.get(&path).map(|e| (e.seen, e.error.clone()));
+            // Reported when what is served or why the file is not changes.
+            let served = |e: &Entry| (e.good.as_ref().map(Arc::as_ptr), e.error.clone());
+            let before = state.files.get(&path).map(served);
             let entry = state.refresh(&path);
-            let after = (entry.seen, entry.error.clone());
-            if before.as_ref() == Some(&after) {
+            if before == Some(served(entry)) {
                 continue;
             }
-            match (&after.1, &entry.good) {
+            match (&entry.error, &entry.good) {
                 (None, _) => tracing::info!(path = %path.display(), "l7 tls: certificate loaded"),
                 (Some(error), Some(_)) => tracing::warn!(
                     path = %path.display(), %error,
@@ -355,15 +393,13 @@ impl State {
     /// Reads `path` again if its metadata changed since it was last read (or it was never read)
     /// and returns its entry. A bad read keeps the last good certificate.
     fn refresh(&mut self, path: &Path) -> &Entry {
-        let stamp = Stamp::of(path);
-        let seen = stamp.as_ref().ok().copied();
-        // Unchanged: the same metadata as when last read, or still not stat-able.
-        let unchanged = self
+        let stat = Stamp::of(path);
+        if !self
             .files
             .get(path)
-            .is_some_and(|e| e.seen == seen && (seen.is_some() || e.error.is_some()));
-        if !unchanged {
-            let result = match &stamp {
+            .is_some_and(|e| e.seen.unchanged(&stat))
+        {
+            let result = match &stat {
                 Ok(_) => load(path),
                 Err(e) => Err(io_reason(e)),
             };
@@ -372,11 +408,20 @@ impl State {
                 .entry(path.to_path_buf())
                 .or_insert_with(|| Entry {
                     good: None,
-                    seen: None,
+                    seen: Seen::Unsure,
                     error: None,
                 });
-            entry.seen = seen;
+            entry.seen = Seen::of(&stat);
             match result {
+                // The same certificate read again (a touch, a racy file): nothing to swap.
+                Ok(loaded)
+                    if entry
+                        .good
+                        .as_ref()
+                        .is_some_and(|g| g.key.cert == loaded.key.cert) =>
+                {
+                    entry.error = None;
+                }
                 Ok(loaded) => {
                     entry.good = Some(Arc::new(loaded));
                     entry.error = None;
@@ -712,6 +757,12 @@ mod tests {
         let certs = Certs::new(&config(None, Some(dir.clone()))).unwrap();
         certs.set_label_certs(vec![label.clone()]);
         assert_eq!(served(&certs, Some("app.test")), Some(first.clone()));
+
+        // Read again (the file is racy: just written) but the same: the table is not swapped.
+        let table = certs.inner.resolver.table.load_full();
+        certs.reload();
+        certs.reload();
+        assert!(Arc::ptr_eq(&table, &certs.inner.resolver.table.load_full()));
 
         // Rewritten in place with a new certificate.
         let second = ca.write(&label, &["app.test"]);
