@@ -52,6 +52,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::routes::Backend;
 use super::stats::{ActiveGuard, BackendStats, LocalReply};
 use super::{ConnInfo, Frontend, Shared, Table};
 use crate::config::{BackendProtocol, L7Config};
@@ -225,48 +226,13 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
     };
     let stats = &rt.stats;
 
-    // 2. BACKEND_REDIRECT_HTTP_TO_HTTPS: `redirect scheme https code 301 if !{ ssl_fc }`, on
-    // the plain vhost router only. Upstream redirects to the default port 443; our TLS
-    // listener may be elsewhere, so its port is added when it is not 443.
-    if backend.redirect_to_https && conn.frontend == Frontend::Http && !conn.tls {
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let location = https_location(host_str.unwrap_or_default(), shared.proxy.https_port, pq);
-        return redirect(shared, stats, StatusCode::MOVED_PERMANENTLY, &location);
-    }
-
-    // 3. HTTP_BACKEND_NETWORK_ALLOWED_ACL + HTTP_BACKEND_ACL_ALLOW_DENY.
-    let client_ip = conn.client_ip();
-    if !backend.network_allowed.is_empty()
-        && !backend
-            .network_allowed
-            .iter()
-            .any(|n| n.contains(&client_ip))
-    {
-        return local(shared, LocalReply::Denied, Some(stats));
-    }
-
-    // 4. HTTP_FRONTEND_ACL_WITH_AUTH: `http-request auth realm "<realm>" if !auth_ok`.
-    if let Some(auth) = &backend.auth
-        && !shared
-            .auth
-            .check(auth, req.headers().get(header::AUTHORIZATION))
-    {
-        let mut resp = local(shared, LocalReply::Unauthorized, Some(stats));
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, www_authenticate(&auth.realm));
+    // 2.-5. Frontend and backend rules answered here.
+    if let Some(resp) = admit(shared, conn, backend, stats, &req, host_str) {
         return resp;
     }
 
-    // 5. HTTP_BACKEND_REDIR: `redirect code 301 location <path> if is_domain is_root`.
-    // Upstream also requires `Host` to be the app's (first) vhost; requests reach this
-    // backend through its vhosts or its own service port, so only the root test is kept.
-    if let Some(root) = &backend.redirect_root
-        && req.uri().path() == "/"
-    {
-        return redirect(shared, stats, StatusCode::MOVED_PERMANENTLY, root);
-    }
-
     // 6. Forwarding.
+    let client_ip = conn.client_ip();
     let _request = stats.request_started();
     let derived = shared.proxy.derived(&table);
     let Some(metas) = derived.servers.get(index) else {
@@ -412,7 +378,10 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
                 return local(shared, LocalReply::ConnectFailed, Some(stats));
             }
             Ok(Err(e)) => {
-                state.report_reset();
+                // The client's own body failing (an aborted upload) says nothing of the server.
+                if !caused_by_client(&e) {
+                    state.report_reset();
+                }
                 tracing::debug!(backend = %backend.name, server = %state.addr, error = ?e, "backend failed");
                 return local(shared, LocalReply::BadGateway, Some(stats));
             }
@@ -433,30 +402,16 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     if switching && let Some(client_upgrade) = client_upgrade {
         let backend_upgrade = hyper::upgrade::on(&mut resp);
-        let stats = stats.clone();
-        let name = backend.name.clone();
-        let guard = _request;
-        tokio::spawn(async move {
-            let _guards = (guard, &active);
-            let (client_io, backend_io) = match tokio::try_join!(client_upgrade, backend_upgrade) {
-                Ok(io) => io,
-                Err(e) => {
-                    tracing::debug!(backend = %name, error = %e, "upgrade failed");
-                    return;
-                }
-            };
-            let mut client_io = TokioIo::new(client_io);
-            let mut backend_io = TokioIo::new(backend_io);
-            let mut counted = (0u64, 0u64);
-            let res = tokio::io::copy_bidirectional(&mut client_io, &mut backend_io).await;
-            if let Ok(n) = res {
-                counted = n;
-            }
-            let state = active.state();
-            state.bytes_in.fetch_add(counted.0, Ordering::Relaxed);
-            state.bytes_out.fetch_add(counted.1, Ordering::Relaxed);
-            stats.add_bytes(counted.0, counted.1);
-        });
+        spawn_tunnel(
+            client_upgrade,
+            backend_upgrade,
+            Meter {
+                stats: stats.clone(),
+                _request,
+                active,
+            },
+            backend.name.clone(),
+        );
         let (mut rparts, _) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers, true);
         rparts
@@ -496,11 +451,118 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
     }
     let body = RespBody {
         inner: rbody,
-        stats: stats.clone(),
-        _request,
-        active,
+        meter: Meter {
+            stats: stats.clone(),
+            _request,
+            active,
+        },
     };
     Response::from_parts(rparts, BoxBody::new(body))
+}
+
+/// Marathon-LB's rules that answer a request without a backend (steps 2 to 5 of the module
+/// doc), in order; `None`: forward it.
+fn admit(
+    shared: &Shared,
+    conn: &ConnInfo,
+    backend: &Backend,
+    stats: &BackendStats,
+    req: &Request<Incoming>,
+    host_str: Option<&str>,
+) -> Option<Response<Body>> {
+    // 2. BACKEND_REDIRECT_HTTP_TO_HTTPS: `redirect scheme https code 301 if !{ ssl_fc }`, on
+    // the plain vhost router only. Upstream redirects to the default port 443; our TLS
+    // listener may be elsewhere, so its port is added when it is not 443.
+    if backend.redirect_to_https && conn.frontend == Frontend::Http && !conn.tls {
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = https_location(host_str.unwrap_or_default(), shared.proxy.https_port, pq);
+        return Some(redirect(
+            shared,
+            stats,
+            StatusCode::MOVED_PERMANENTLY,
+            &location,
+        ));
+    }
+
+    // 3. HTTP_BACKEND_NETWORK_ALLOWED_ACL + HTTP_BACKEND_ACL_ALLOW_DENY.
+    let client_ip = conn.client_ip();
+    if !backend.network_allowed.is_empty()
+        && !backend
+            .network_allowed
+            .iter()
+            .any(|n| n.contains(&client_ip))
+    {
+        return Some(local(shared, LocalReply::Denied, Some(stats)));
+    }
+
+    // 4. HTTP_FRONTEND_ACL_WITH_AUTH: `http-request auth realm "<realm>" if !auth_ok`.
+    if let Some(auth) = &backend.auth
+        && !shared
+            .auth
+            .check(auth, req.headers().get(header::AUTHORIZATION))
+    {
+        let mut resp = local(shared, LocalReply::Unauthorized, Some(stats));
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, www_authenticate(&auth.realm));
+        return Some(resp);
+    }
+
+    // 5. HTTP_BACKEND_REDIR: `redirect code 301 location <path> if is_domain is_root`.
+    // Upstream also requires `Host` to be the app's (first) vhost; requests reach this
+    // backend through its vhosts or its own service port, so only the root test is kept.
+    if let Some(root) = &backend.redirect_root
+        && req.uri().path() == "/"
+    {
+        return Some(redirect(shared, stats, StatusCode::MOVED_PERMANENTLY, root));
+    }
+
+    // CONNECT asks for a tunnel to an address of the client's choice, not for a resource of
+    // the app: refused instead of being relayed to a server as a tunnel.
+    if req.method() == Method::CONNECT {
+        shared.stats.local_reply(LocalReply::Denied, Some(stats));
+        return Some(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed\n",
+        ));
+    }
+    None
+}
+
+/// Relays an upgraded connection (WebSocket, h2c, ...) both ways once both sides switched,
+/// counting the bytes when it ends.
+fn spawn_tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+    meter: Meter,
+    backend: String,
+) {
+    tokio::spawn(async move {
+        let (client_io, server_io) = match tokio::try_join!(client, server) {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(backend = %backend, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut client_io = TokioIo::new(client_io);
+        let mut server_io = TokioIo::new(server_io);
+        match tokio::io::copy_bidirectional(&mut client_io, &mut server_io).await {
+            Ok((up, down)) => meter.add(up, down),
+            Err(e) => tracing::debug!(backend = %backend, error = %e, "tunnel ended with an error"),
+        }
+    });
+}
+
+/// Whether a failed exchange failed on the client's side (its request body), not the server's.
+fn caused_by_client(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_user() || h.is_body_write_aborted();
+        }
+        source = err.source();
+    }
+    false
 }
 
 // === local replies ===
@@ -1027,13 +1089,32 @@ impl HttpBody for ReqBody {
     }
 }
 
+/// What a forwarded request holds until its response (or tunnel) ends: the backend's and the
+/// server's active gauges, and where to count bytes.
+struct Meter {
+    stats: Arc<BackendStats>,
+    _request: ActiveGuard,
+    active: ServerActive,
+}
+
+impl Meter {
+    fn add(&self, from_client: u64, to_client: u64) {
+        let state = self.active.state();
+        if from_client != 0 {
+            state.bytes_in.fetch_add(from_client, Ordering::Relaxed);
+        }
+        if to_client != 0 {
+            state.bytes_out.fetch_add(to_client, Ordering::Relaxed);
+        }
+        self.stats.add_bytes(from_client, to_client);
+    }
+}
+
 /// The body returned to the client: the backend's streamed body, counted; holds the request's
 /// active gauges until it ends.
 struct RespBody {
     inner: Incoming,
-    stats: Arc<BackendStats>,
-    _request: ActiveGuard,
-    active: ServerActive,
+    meter: Meter,
 }
 
 impl HttpBody for RespBody {
@@ -1049,9 +1130,7 @@ impl HttpBody for RespBody {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            let n = data.len() as u64;
-            this.active.0.bytes_out.fetch_add(n, Ordering::Relaxed);
-            this.stats.add_bytes(0, n);
+            this.meter.add(0, data.len() as u64);
         }
         polled
     }
