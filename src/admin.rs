@@ -1,7 +1,9 @@
 //! Admin HTTP API on `admin.listen`: `/healthz`, `/readyz`, `/v1/version`, `/v1/config`,
 //! `/v1/vips`, `/metrics`, and the Mesos-DNS HTTP API (`/v1/hosts/{host}`,
-//! `/v1/services/{service}`, `/v1/enumerate`, `/v1/axfr`, rendered by `dns::api`; see
-//! ARCHITECTURE.md, "HTTP endpoints").
+//! `/v1/services/{service}`, `/v1/enumerate`, `/v1/axfr`, rendered by `dns::api`), and
+//! Marathon-LB's endpoints of its `stats` listener (port 9090): `/_haproxy_health_check`,
+//! `/_haproxy_getpids` and `/haproxy?stats;csv` (rendered by `l7::stats`), which Marathon-LB's
+//! health checks and its blue/green tool `zdd.py` call; see ARCHITECTURE.md, "HTTP endpoints".
 //!
 //! Owns the admin listener's connections: [`serve`] takes a listener `main` bound, caps
 //! connections with a semaphore acquired *before* `accept` (a full server stops accepting), bounds
@@ -10,8 +12,9 @@
 //! stragglers are aborted after [`SHUTDOWN_GRACE`]).
 //!
 //! Reads the published [`Snapshot`] and DNS records (one `load()` per request) and the
-//! [`Config`]; imports `model`, `config`, `dns::api` (pure rendering) and the `metrics` leaf,
-//! never a data path. Writes nothing.
+//! [`Config`]; imports `model`, `config`, `dns::api` (pure rendering), the `metrics` leaf and
+//! the L7 edge's statistics (`l7::Shared::stats`, read-only); never another data path. Writes
+//! nothing.
 
 use std::convert::Infallible;
 use std::io;
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::server::conn::http1;
@@ -54,6 +57,10 @@ pub const PROJECT_URL: &str = "https://github.com/ferryman-lb/ferryman";
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
+const CSV: &str = "text/csv; charset=utf-8";
+/// What HAProxy's `monitor-uri` answers while the process is up (its `HTTP_ERR_200` message).
+pub const HAPROXY_MONITOR_BODY: &str =
+    "<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n";
 
 type Body = Full<Bytes>;
 
@@ -65,7 +72,6 @@ struct AdminState {
     /// Live backend health and counters (`/v1/vips`).
     health: crate::health::Registry,
     /// The L7 edge (Marathon-LB compatible endpoints).
-    #[allow(dead_code)] // read by the stats endpoints (issue 8, in progress)
     l7: Arc<crate::l7::Shared>,
 }
 
@@ -221,9 +227,29 @@ enum Route<'a> {
     Enumerate,
     /// Mesos-DNS `/v1/axfr`.
     Axfr,
+    /// Marathon-LB's `monitor-uri /_haproxy_health_check` (its `stats` listener on 9090).
+    HaproxyHealthCheck,
+    /// Marathon-LB's `/_haproxy_getpids` (`getpids.lua`): `zdd.py` polls it and waits while
+    /// more than one HAProxy process runs (a reload in progress); we never reload, so it is
+    /// always our one pid.
+    HaproxyGetPids,
+    /// HAProxy's `stats uri` CSV export, `/haproxy?stats;csv` (`zdd.py` reads it).
+    HaproxyStatsCsv,
 }
 
 impl<'a> Route<'a> {
+    /// The route of a request URI: [`Route::from_path`], and HAProxy's stats page, which is
+    /// told apart by its query (`/haproxy?stats;csv`, also with `;norefresh`).
+    fn from_uri(uri: &'a http::Uri) -> Option<Route<'a>> {
+        if uri.path() == "/haproxy" {
+            return match uri.query() {
+                Some("stats;csv" | "stats;csv;norefresh") => Some(Route::HaproxyStatsCsv),
+                _ => None,
+            };
+        }
+        Route::from_path(uri.path())
+    }
+
     fn from_path(path: &'a str) -> Option<Route<'a>> {
         Some(match path {
             "/healthz" => Route::Healthz,
@@ -234,6 +260,8 @@ impl<'a> Route<'a> {
             "/metrics" => Route::Metrics,
             "/v1/enumerate" => Route::Enumerate,
             "/v1/axfr" => Route::Axfr,
+            "/_haproxy_health_check" => Route::HaproxyHealthCheck,
+            "/_haproxy_getpids" => Route::HaproxyGetPids,
             _ => {
                 // One non-empty segment per parameter, as go-restful matches `{host}`.
                 let segment =
@@ -258,7 +286,7 @@ impl<'a> Route<'a> {
 /// Answers one request. Unknown path: 404; known path with a method other than GET/HEAD: 405
 /// (hyper leaves the body out of HEAD answers).
 fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
-    let Some(route) = Route::from_path(req.uri().path()) else {
+    let Some(route) = Route::from_uri(req.uri()) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -299,6 +327,20 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
             METRICS_CONTENT_TYPE,
             crate::metrics::metrics().render(),
         ),
+        Route::HaproxyHealthCheck => {
+            let mut resp = respond(
+                StatusCode::OK,
+                "text/html",
+                HAPROXY_MONITOR_BODY.to_string(),
+            );
+            resp.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+        Route::HaproxyGetPids => {
+            respond(StatusCode::OK, "text/plain", std::process::id().to_string())
+        }
+        Route::HaproxyStatsCsv => respond(StatusCode::OK, CSV, state.l7.stats.csv()),
         Route::HostPorts => text(StatusCode::NOT_IMPLEMENTED, "To be implemented...\n"),
         Route::Hosts(_) | Route::Services(_) | Route::Enumerate | Route::Axfr => {
             mesos_dns(state, route)
@@ -707,6 +749,102 @@ mod tests {
         assert_eq!(c["discovery"]["password"], "<redacted>");
         assert_eq!(c["discovery"]["username"], "u");
         assert!(!body.contains("hunter2"));
+    }
+
+    #[test]
+    fn marathon_lb_endpoints() {
+        let (_publisher, s) = state();
+        let (status, ct, body) = get(&s, Method::GET, "/_haproxy_health_check");
+        assert_eq!(
+            (status, ct.as_str(), body.as_str()),
+            (StatusCode::OK, "text/html", HAPROXY_MONITOR_BODY)
+        );
+        // HAProxy's monitor answer is 58 bytes (its `Content-length: 58`).
+        assert_eq!(HAPROXY_MONITOR_BODY.len(), 58);
+        assert_eq!(
+            get(&s, Method::HEAD, "/_haproxy_health_check").0,
+            StatusCode::OK
+        );
+        let (status, _, body) = get(&s, Method::GET, "/_haproxy_getpids");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            std::process::id().to_string(),
+            "one pid: not reloading"
+        );
+
+        // An empty table: the header and the listeners' FRONTEND rows, as zdd.py reads them.
+        for path in ["/haproxy?stats;csv", "/haproxy?stats;csv;norefresh"] {
+            let (status, ct, body) = get(&s, Method::GET, path);
+            assert_eq!((status, ct.as_str()), (StatusCode::OK, CSV), "{path}");
+            assert_eq!(body, s.l7.stats.csv());
+            let mut lines = body.lines();
+            assert_eq!(lines.next(), Some(crate::l7::stats::CSV_HEADER));
+            assert!(
+                lines.all(|l| l.split(',').nth(1) == Some("FRONTEND")),
+                "{body}"
+            );
+        }
+        // Only that path and query.
+        for path in [
+            "/haproxy",
+            "/haproxy?stats",
+            "/haproxy?stats;csv;x",
+            "/haproxy/?stats;csv",
+            "/_haproxy_health_check/",
+        ] {
+            assert_eq!(
+                get(&s, Method::GET, path).0,
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            get(&s, Method::POST, "/haproxy?stats;csv").0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    /// A published L7 table shows in the CSV: one row per server and a BACKEND row.
+    #[test]
+    fn stats_csv_shows_the_published_table() {
+        let (_publisher, s) = state();
+        let shared = &s.l7;
+        let snap = Snapshot::build(
+            &Arc::new(
+                crate::discovery::decode::marathon_apps(
+                    &crate::discovery::decode::test_support::fixture("marathon/zdd_apps.json"),
+                )
+                .unwrap(),
+            ),
+            &shared.config,
+            &Snapshot::empty(),
+        );
+        let (table, errors) = crate::l7::Table::build(
+            &snap,
+            &shared.config,
+            &shared.registry,
+            &shared.stats,
+            &|_| Ok(()),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let servers = table
+            .routes
+            .port_route(10000)
+            .expect("nginx_10000")
+            .servers
+            .len();
+        let table = Arc::new(table);
+        shared.table.store(table.clone());
+        shared.stats.publish(&table);
+        let (_, _, body) = get(&s, Method::GET, "/haproxy?stats;csv");
+        let rows: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("nginx_10000,"))
+            .collect();
+        // Its service-port FRONTEND, the servers, the BACKEND.
+        assert_eq!(rows.len(), servers + 2, "{body}");
+        assert!(rows.iter().any(|r| r.starts_with("nginx_10000,BACKEND,")));
     }
 
     #[test]

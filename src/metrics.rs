@@ -115,6 +115,48 @@ pub const L4_FASTPATH_SYNC_SECONDS: &str = "ferryman_l4_fastpath_sync_seconds";
 /// Syncs that failed (logged; retried at the next tick).
 pub const L4_FASTPATH_SYNC_ERRORS_TOTAL: &str = "ferryman_l4_fastpath_sync_errors_total";
 
+/// The L7 edge's metrics (`l7::stats`). Per-backend families are labelled by Marathon-LB's
+/// backend name (`backend`, e.g. `nginx_10000`); their label sets are removed when the backend
+/// leaves the route table.
+///
+/// Responses sent for a backend, by `backend` and status class `code` (`1xx` … `5xx`,
+/// `other`); includes the edge's own answers (502/503/504, 401/403, redirects) to requests
+/// routed to the backend.
+pub const L7_REQUESTS_TOTAL: &str = "ferryman_l7_requests_total";
+/// Time from the start of a request to the backend's response head, by `backend`.
+pub const L7_REQUEST_DURATION_SECONDS: &str = "ferryman_l7_request_duration_seconds";
+/// Body bytes from clients sent to a backend, by `backend`.
+pub const L7_BYTES_IN_TOTAL: &str = "ferryman_l7_bytes_in_total";
+/// Body bytes from a backend sent to clients, by `backend`.
+pub const L7_BYTES_OUT_TOTAL: &str = "ferryman_l7_bytes_out_total";
+/// Requests routed to a backend in flight now, by `backend`.
+pub const L7_ACTIVE_REQUESTS: &str = "ferryman_l7_active_requests";
+/// Requests the edge answered itself, by `reason` (`no_route`, `no_server`, `connect_failed`,
+/// `bad_gateway`, `timeout`, `denied`, `unauthorized`, `redirect`) and `backend` (empty when
+/// no backend was routed).
+pub const L7_LOCAL_REPLIES_TOTAL: &str = "ferryman_l7_local_replies_total";
+/// Retries to another server after a connect failure, by `backend`.
+pub const L7_RETRIES_TOTAL: &str = "ferryman_l7_retries_total";
+/// Client connections accepted, by `frontend` (Marathon-LB's frontend names:
+/// `marathon_http_in`, `marathon_https_in`, the backend name for a service port).
+pub const L7_CONNECTIONS_TOTAL: &str = "ferryman_l7_connections_total";
+/// Client connections open now, by `frontend`.
+pub const L7_ACTIVE_CONNECTIONS: &str = "ferryman_l7_active_connections";
+/// Raw HAProxy template labels (and unknown `HAPROXY_*` labels) that cannot apply, by `app`.
+pub const L7_UNSUPPORTED_LABELS: &str = "ferryman_l7_unsupported_labels";
+/// Apps skipped for bad labels or certificates in the served route table.
+pub const L7_SKIPPED_APPS: &str = "ferryman_l7_skipped_apps";
+/// Read at scrape time from the servers' health states (`l7::stats` collector):
+/// servers of a backend by `backend` and `state` (`up`, `down`, `maint` = weight 0, draining).
+pub const L7_BACKEND_SERVERS: &str = "ferryman_l7_backend_servers";
+/// 1 when a server takes new requests as far as health goes (not ejected, not failed by
+/// checks), by `backend` and `server` (Marathon-LB's server name).
+pub const L7_SERVER_UP: &str = "ferryman_l7_server_up";
+/// Requests to a server in flight now, by `backend` and `server`.
+pub const L7_SERVER_ACTIVE_REQUESTS: &str = "ferryman_l7_server_active_requests";
+/// Requests sent to a server, by `backend` and `server`.
+pub const L7_SERVER_REQUESTS_TOTAL: &str = "ferryman_l7_server_requests_total";
+
 /// All metric handles. Get them with [`metrics()`].
 pub struct Metrics {
     pub registry: Registry,
@@ -143,6 +185,17 @@ pub struct Metrics {
     pub l4_refused: IntCounterVec,
     pub l4_udp_flows: IntGauge,
     pub l4_udp_flows_evicted: prometheus::IntCounter,
+    pub l7_requests: IntCounterVec,
+    pub l7_request_duration: HistogramVec,
+    pub l7_bytes_in: IntCounterVec,
+    pub l7_bytes_out: IntCounterVec,
+    pub l7_active_requests: IntGaugeVec,
+    pub l7_local_replies: IntCounterVec,
+    pub l7_retries: IntCounterVec,
+    pub l7_connections: IntCounterVec,
+    pub l7_active_connections: IntGaugeVec,
+    pub l7_unsupported_labels: IntGaugeVec,
+    pub l7_skipped_apps: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -307,6 +360,74 @@ impl Metrics {
                 "UDP flows evicted because l4.udp_max_flows was reached.",
             )
             .expect("valid metric"),
+            l7_requests: IntCounterVec::new(
+                Opts::new(L7_REQUESTS_TOTAL, "Responses sent for a backend, by status class."),
+                &["backend", "code"],
+            )
+            .expect("valid metric"),
+            l7_request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    L7_REQUEST_DURATION_SECONDS,
+                    "Time from the start of a request to the backend's response head.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["backend"],
+            )
+            .expect("valid metric"),
+            l7_bytes_in: IntCounterVec::new(
+                Opts::new(L7_BYTES_IN_TOTAL, "Body bytes from clients sent to a backend."),
+                &["backend"],
+            )
+            .expect("valid metric"),
+            l7_bytes_out: IntCounterVec::new(
+                Opts::new(L7_BYTES_OUT_TOTAL, "Body bytes from a backend sent to clients."),
+                &["backend"],
+            )
+            .expect("valid metric"),
+            l7_active_requests: IntGaugeVec::new(
+                Opts::new(L7_ACTIVE_REQUESTS, "Requests routed to a backend in flight now."),
+                &["backend"],
+            )
+            .expect("valid metric"),
+            l7_local_replies: IntCounterVec::new(
+                Opts::new(
+                    L7_LOCAL_REPLIES_TOTAL,
+                    "Requests the edge answered itself, by reason and routed backend.",
+                ),
+                &["reason", "backend"],
+            )
+            .expect("valid metric"),
+            l7_retries: IntCounterVec::new(
+                Opts::new(
+                    L7_RETRIES_TOTAL,
+                    "Retries to another server after a connect failure.",
+                ),
+                &["backend"],
+            )
+            .expect("valid metric"),
+            l7_connections: IntCounterVec::new(
+                Opts::new(L7_CONNECTIONS_TOTAL, "L7 client connections accepted."),
+                &["frontend"],
+            )
+            .expect("valid metric"),
+            l7_active_connections: IntGaugeVec::new(
+                Opts::new(L7_ACTIVE_CONNECTIONS, "L7 client connections open now."),
+                &["frontend"],
+            )
+            .expect("valid metric"),
+            l7_unsupported_labels: IntGaugeVec::new(
+                Opts::new(
+                    L7_UNSUPPORTED_LABELS,
+                    "HAPROXY_* labels (raw HAProxy templates, unknown names) that cannot apply, per app.",
+                ),
+                &["app"],
+            )
+            .expect("valid metric"),
+            l7_skipped_apps: IntGauge::new(
+                L7_SKIPPED_APPS,
+                "Apps skipped for bad labels or certificates in the served L7 route table.",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &m.registry;
@@ -359,6 +480,28 @@ impl Metrics {
         r.register(Box::new(m.l4_udp_flows.clone()))
             .expect("unique metric");
         r.register(Box::new(m.l4_udp_flows_evicted.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_requests.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_request_duration.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_bytes_in.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_bytes_out.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_active_requests.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_local_replies.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_retries.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_connections.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_active_connections.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_unsupported_labels.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_skipped_apps.clone()))
             .expect("unique metric");
         m
     }
