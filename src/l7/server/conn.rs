@@ -1,0 +1,506 @@
+//! One client connection: TLS handshake or HTTP/2 prior-knowledge detection, hyper's HTTP/1.1
+//! or HTTP/2 server, and a watchdog for the limits hyper does not enforce itself (first request
+//! head deadline, keep-alive idle time, the shutdown bound).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::framing::Framing;
+use super::{Ctx, Handler};
+use crate::l7::stats::ConnGuard;
+use crate::l7::{ConnInfo, Frontend, proxy};
+
+/// The client preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long in-flight requests may take to finish once ferryman shuts down, and how long an
+/// idle connection may take to close after being told to.
+pub(super) const GRACE: Duration = Duration::from_secs(5);
+
+/// What one client connection holds while it is open: a `l7.max_connections` permit and the
+/// frontend's connection gauge. It lives in the connection's IO so that an upgraded
+/// connection (WebSocket), which outlives hyper's connection task, still holds both.
+pub(super) struct Hold {
+    pub(super) _permit: OwnedSemaphorePermit,
+    pub(super) _guard: ConnGuard,
+}
+
+/// Serves one accepted connection until it ends, `closed` (its listener was removed: in-flight
+/// requests finish, then it closes) or the edge shuts down (the same, bounded by [`GRACE`]).
+pub(super) async fn serve<H: Handler>(
+    ctx: Arc<Ctx<H>>,
+    stream: TcpStream,
+    client: SocketAddr,
+    frontend: Frontend,
+    hold: Hold,
+    closed: CancellationToken,
+) {
+    // Responses are written whole by hyper (one write per head+body chunk): Nagle only delays.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%client, error = %e, "TCP_NODELAY");
+    }
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(%client, error = %e, "accepted socket has no local address");
+            return;
+        }
+    };
+    let first_head = ctx.header_read_timeout;
+    if frontend == Frontend::Https {
+        let Some(tls) = &ctx.tls else {
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls());
+        let stream =
+            match tokio::time::timeout(ctx.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%client, "TLS handshake timed out");
+                    return;
+                }
+            };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let info = ConnInfo {
+            frontend,
+            client,
+            local,
+            tls: true,
+        };
+        let state = Arc::new(ConnState::new());
+        let io = ClientIo::new(stream, Prefix::default(), !h2, state.clone(), hold);
+        run(ctx, io, h2, info, state, closed).await;
+    } else {
+        let mut stream = stream;
+        let state = Arc::new(ConnState::new());
+        // The first request head is due within `header_read_timeout` from accept, detection
+        // included (hyper's own timer starts with the HTTP/1 parser, after detection).
+        let (prefix, h2) = match tokio::time::timeout(first_head, sniff(&mut stream)).await {
+            Ok(Ok(Some(found))) => found,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%client, error = %e, "client connection failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%client, "no request head within l7.header_read_timeout");
+                return;
+            }
+        };
+        let info = ConnInfo {
+            frontend,
+            client,
+            local,
+            tls: false,
+        };
+        let io = ClientIo::new(stream, prefix, !h2, state.clone(), hold);
+        run(ctx, io, h2, info, state, closed).await;
+    }
+}
+
+/// Reads until the bytes stop matching the HTTP/2 preface (HTTP/1) or match it whole (HTTP/2
+/// with prior knowledge); `None` when the client closed first.
+async fn sniff(stream: &mut TcpStream) -> io::Result<Option<(Prefix, bool)>> {
+    let mut p = Prefix::default();
+    loop {
+        let n = stream.read(&mut p.buf[p.len..]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        p.len += n;
+        if p.buf[..p.len] != H2_PREFACE[..p.len] {
+            return Ok(Some((p, false)));
+        }
+        if p.len == H2_PREFACE.len() {
+            return Ok(Some((p, true)));
+        }
+    }
+}
+
+async fn run<H: Handler, S>(
+    ctx: Arc<Ctx<H>>,
+    io: ClientIo<S>,
+    h2: bool,
+    info: ConnInfo,
+    state: Arc<ConnState>,
+    closed: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client = info.client;
+    let per = Arc::new(PerConn {
+        handler: ctx.handler.clone(),
+        info: Arc::new(info),
+        state: state.clone(),
+        h1: !h2,
+    });
+    let service = service_fn(move |req| {
+        let per = per.clone();
+        async move { Ok::<_, std::convert::Infallible>(per.call(req).await) }
+    });
+    let io = TokioIo::new(io);
+    let watch = Watch {
+        state: &state,
+        first_head: ctx.header_read_timeout,
+        idle: ctx.idle_timeout,
+        closed: &closed,
+        shutdown: &ctx.shutdown,
+    };
+    let result = if h2 {
+        let conn = ctx.h2.serve_connection(io, service);
+        watch.drive(conn, |c| c.graceful_shutdown()).await
+    } else {
+        let conn = ctx.h1.serve_connection(io, service).with_upgrades();
+        watch.drive(conn, |c| c.graceful_shutdown()).await
+    };
+    match result {
+        Ok(End::Done) => {}
+        Ok(End::Dropped(why)) => tracing::debug!(%client, why, "client connection closed"),
+        Err(e) => tracing::debug!(%client, error = %e, "client connection ended with an error"),
+    }
+}
+
+/// How [`Watch::drive`] ended a connection.
+enum End {
+    /// hyper finished it (client closed, keep-alive over, graceful shutdown done, upgrade).
+    Done,
+    /// Dropped by the watchdog.
+    Dropped(&'static str),
+}
+
+/// The connection watchdog: one timer per connection, re-armed only when it fires.
+struct Watch<'a> {
+    state: &'a ConnState,
+    first_head: Duration,
+    idle: Duration,
+    closed: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+}
+
+impl Watch<'_> {
+    /// Polls `conn` to its end, enforcing:
+    /// - the first request within `first_head` of the start (hyper's HTTP/1 header timer
+    ///   covers later heads; HTTP/2 has none);
+    /// - `idle` with no request in flight → graceful shutdown (hyper has no idle timeout; its
+    ///   HTTP/1 header timer also runs between keep-alive requests, so HTTP/1's idle time is
+    ///   the smaller of the two timeouts, as HAProxy's `timeout http-keep-alive` defaults to
+    ///   `timeout http-request`);
+    /// - `closed` → graceful shutdown; `shutdown` → graceful shutdown, dropped after [`GRACE`].
+    async fn drive<C, F>(&self, conn: C, graceful: F) -> Result<End, hyper::Error>
+    where
+        C: Future<Output = Result<(), hyper::Error>>,
+        F: Fn(Pin<&mut C>),
+    {
+        let mut conn = std::pin::pin!(conn);
+        let timer = tokio::time::sleep_until(self.state.born + self.first_head.min(self.idle));
+        let mut timer = std::pin::pin!(timer);
+        let mut draining = false;
+        let mut forced: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                r = conn.as_mut() => return r.map(|()| End::Done),
+                () = self.shutdown.cancelled(), if forced.is_none() => {
+                    if !draining {
+                        graceful(conn.as_mut());
+                        draining = true;
+                    }
+                    let until = Instant::now() + GRACE;
+                    forced = Some(until);
+                    timer.as_mut().reset(until);
+                }
+                () = self.closed.cancelled(), if !draining => {
+                    graceful(conn.as_mut());
+                    draining = true;
+                }
+                () = timer.as_mut() => {
+                    let now = Instant::now();
+                    if forced.is_some_and(|f| now >= f) {
+                        return Ok(End::Dropped("not finished within the grace period"));
+                    }
+                    match self.state.due(self.first_head, self.idle) {
+                        // Busy: a request ending from now on is due `idle` after its end at
+                        // the earliest, so this never wakes too late.
+                        None => timer.as_mut().reset(now + self.idle),
+                        // Before the first request, wake at least every `idle` too: the first
+                        // request may come and go well before `first_head`.
+                        Some(due) if due > now && self.state.requests() == 0 => {
+                            timer.as_mut().reset(due.min(now + self.idle));
+                        }
+                        Some(due) if due > now => timer.as_mut().reset(due),
+                        Some(_) if self.state.requests() == 0 => {
+                            return Ok(End::Dropped("no request head within l7.header_read_timeout"));
+                        }
+                        Some(_) => {
+                            if !draining {
+                                graceful(conn.as_mut());
+                                draining = true;
+                            }
+                            let until = now + GRACE;
+                            forced = Some(until);
+                            timer.as_mut().reset(until);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per-connection counters shared by the service, the IO and the watchdog.
+pub(super) struct ConnState {
+    born: Instant,
+    in_flight: AtomicU32,
+    /// Requests handed to the service so far.
+    requests: AtomicU64,
+    /// When `in_flight` last fell to 0, in ms since `born`.
+    last_done_ms: AtomicU64,
+    /// [`Framing::conflict`] as the IO found it (0: none).
+    conflict: AtomicU64,
+    /// A 101 went out: what follows on the connection is not HTTP/1.
+    upgraded: AtomicBool,
+}
+
+impl ConnState {
+    fn new() -> ConnState {
+        ConnState {
+            born: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            last_done_ms: AtomicU64::new(0),
+            conflict: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Acquire)
+    }
+
+    /// When the connection is due to close if nothing happens; `None` while a request is in
+    /// flight.
+    fn due(&self, first_head: Duration, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        if self.requests() == 0 {
+            return Some(self.born + first_head);
+        }
+        let done = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
+        Some(self.born + done + idle)
+    }
+}
+
+/// One request in flight (until its response body is dropped).
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn start(state: &Arc<ConnState>) -> (InFlight, u64) {
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        let n = state.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        (InFlight(state.clone()), n)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let s = &self.0;
+        let ms = u64::try_from(s.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        s.last_done_ms.store(ms, Ordering::Release);
+        s.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the service closure of one connection holds.
+struct PerConn<H> {
+    handler: Arc<H>,
+    info: Arc<ConnInfo>,
+    state: Arc<ConnState>,
+    h1: bool,
+}
+
+impl<H: Handler> PerConn<H> {
+    async fn call(&self, req: Request<Incoming>) -> Response<GuardedBody> {
+        let (guard, n) = InFlight::start(&self.state);
+        if self.h1 && self.state.conflict.load(Ordering::Acquire) == n {
+            tracing::debug!(
+                client = %self.info.client,
+                "request with both Content-Length and Transfer-Encoding: 400, connection closed"
+            );
+            return bad_request(guard);
+        }
+        let response = self.handler.handle(self.info.clone(), req).await;
+        if self.h1 && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            self.state.upgraded.store(true, Ordering::Release);
+        }
+        response.map(|inner| GuardedBody {
+            inner,
+            _guard: guard,
+        })
+    }
+}
+
+/// 400 with `Connection: close` (hyper closes after writing it; the unread body is dropped).
+fn bad_request(guard: InFlight) -> Response<GuardedBody> {
+    let body = http_body_util::Full::new(Bytes::from_static(b"400 Bad Request\n"))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut r = Response::new(GuardedBody {
+        inner: body,
+        _guard: guard,
+    });
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+/// A response body that keeps its request counted as in flight until hyper drops it (after
+/// the last byte was written, or when the client went away).
+pub(super) struct GuardedBody {
+    inner: proxy::Body,
+    _guard: InFlight,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Bytes read while detecting the protocol, replayed to hyper first.
+#[derive(Default)]
+struct Prefix {
+    buf: [u8; 24],
+    len: usize,
+    at: usize,
+}
+
+/// The client's stream as hyper sees it: replays the detection prefix, follows HTTP/1
+/// framing ([`Framing`]) and holds the connection's permit and gauge.
+struct ClientIo<S> {
+    inner: S,
+    prefix: Prefix,
+    /// HTTP/1 only, until it stops.
+    framing: Option<Box<Framing>>,
+    state: Arc<ConnState>,
+    _hold: Hold,
+}
+
+impl<S> ClientIo<S> {
+    fn new(inner: S, prefix: Prefix, h1: bool, state: Arc<ConnState>, hold: Hold) -> Self {
+        ClientIo {
+            inner,
+            prefix,
+            framing: h1.then(Box::default),
+            state,
+            _hold: hold,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        if this.prefix.at < this.prefix.len {
+            let rest = &this.prefix.buf[this.prefix.at..this.prefix.len];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.prefix.at += n;
+        } else {
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        }
+        if let Some(f) = &mut this.framing {
+            if this.state.upgraded.load(Ordering::Acquire) {
+                this.framing = None;
+            } else {
+                f.feed(&buf.filled()[before..]);
+                if let Some(n) = f.conflict() {
+                    this.state.conflict.store(n, Ordering::Release);
+                }
+                if f.stopped() {
+                    this.framing = None;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

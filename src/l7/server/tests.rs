@@ -1,0 +1,565 @@
+//! The edge on real loopback sockets with a stub handler (no proxy): listener reconcile,
+//! hyper's limits and ours, the framing guard, the watchdog, `max_connections`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{Edge, Handler, TlsConfig};
+use crate::config::Config;
+use crate::health::{HealthPolicy, Registry};
+use crate::l7::stats::Stats;
+use crate::l7::{ConnInfo, Frontend, Table, proxy};
+use crate::model::{App, ClusterState, Snapshot};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Answers `<frontend> tls=<bool> <path>`; `/slow` after 300 ms. Counts calls (a request the
+/// edge refused must not reach it).
+#[derive(Default)]
+struct Stub {
+    calls: AtomicUsize,
+}
+
+impl Handler for Stub {
+    fn handle(
+        &self,
+        conn: Arc<ConnInfo>,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<proxy::Body>> + Send + 'static {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let path = req.uri().path().to_string();
+        async move {
+            if path == "/slow" {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let text = format!("{:?} tls={} {path}", conn.frontend, conn.tls);
+            Response::new(
+                Full::new(Bytes::from(text))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        }
+    }
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.l4.bind = LOCALHOST;
+    c.l7.http = Some(SocketAddr::new(LOCALHOST, 0));
+    c.l7.https = None;
+    c.l7.header_read_timeout = Duration::from_secs(5);
+    c.l7.idle_timeout = Duration::from_secs(30);
+    c
+}
+
+struct Running {
+    edge: Edge<Stub>,
+    stub: Arc<Stub>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    fn start(config: &Config) -> Running {
+        Self::start_tls(config, None)
+    }
+
+    fn start_tls(config: &Config, tls: Option<TlsConfig>) -> Running {
+        let stub = Arc::new(Stub::default());
+        let shutdown = CancellationToken::new();
+        let edge = Edge::start(config, Stats::new(), tls, stub.clone(), &shutdown)
+            .expect("edge starts on 127.0.0.1:0");
+        Running {
+            edge,
+            stub,
+            shutdown,
+        }
+    }
+
+    fn http(&self) -> SocketAddr {
+        self.edge.local_addr(Frontend::Http).expect("l7.http bound")
+    }
+
+    fn calls(&self) -> usize {
+        self.stub.calls.load(Ordering::SeqCst)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.edge.shutdown())
+            .await
+            .expect("edge shuts down");
+    }
+}
+
+/// A table serving http-mode apps on `ports` (no servers: the listeners are what matters).
+fn table(config: &Config, ports: &[u16]) -> Table {
+    let mut state = ClusterState::default();
+    for &port in ports {
+        let id = format!("/app{port}");
+        let app = App {
+            id: id.clone(),
+            service_ports: vec![port],
+            labels: [("HAPROXY_GROUP", "external"), ("HAPROXY_0_MODE", "http")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..App::default()
+        };
+        state.apps.insert(id, Arc::new(app));
+    }
+    let snapshot = Snapshot {
+        version: 1,
+        state: Arc::new(state),
+        ..Snapshot::default()
+    };
+    let registry = Registry::private(HealthPolicy::from_config(&config.l4));
+    let (t, errors) = Table::build(&snapshot, config, &registry, &Stats::new(), &|_| Ok(()));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(t.routes.ports().collect::<Vec<_>>(), ports);
+    t
+}
+
+/// Free loopback ports (bound and released; the tests bind them again at once).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind 127.0.0.1:0"))
+        .collect();
+    let mut ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// One HTTP/1.1 response: status, headers (lowercased names) and a `Content-Length` body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+/// Reads exactly one response (byte by byte up to the end of the head, so that a pipelined
+/// next response stays in the socket).
+async fn read_reply(s: &mut TcpStream) -> Option<Reply> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = tokio::time::timeout(Duration::from_secs(5), s.read_u8())
+            .await
+            .ok()?
+            .ok()?;
+        head.push(b);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).to_string(),
+    })
+}
+
+/// Whether the peer closed the connection within `within` (EOF or reset on read).
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut chunk = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn get(s: &mut TcpStream, path: &str) -> Option<Reply> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    read_reply(s).await
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("connect")
+}
+
+#[tokio::test]
+async fn reconcile_opens_and_closes_ports_without_touching_others() {
+    let config = config();
+    let mut run = Running::start(&config);
+    let [p1, p2, p3] = free_ports(3)[..] else {
+        unreachable!()
+    };
+    run.edge.reconcile(&table(&config, &[p1, p2])).await;
+    assert_eq!(run.edge.ports().collect::<Vec<_>>(), [p1, p2]);
+    let mut on_p1 = connect(SocketAddr::new(LOCALHOST, p1)).await;
+    let mut on_p2 = connect(SocketAddr::new(LOCALHOST, p2)).await;
+    let r = get(&mut on_p2, "/x").await.expect("p2 answers");
+    assert_eq!(r.body, format!("Port({p2}) tls=false /x"));
+
+    // A request in flight on p1 when p1 goes.
+    on_p1
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    run.edge.reconcile(&table(&config, &[p2, p3])).await;
+    assert_eq!(run.edge.ports().collect::<Vec<_>>(), [p2, p3]);
+
+    let r = read_reply(&mut on_p1)
+        .await
+        .expect("in-flight request finishes");
+    assert_eq!(
+        (r.status, r.body),
+        (200, format!("Port({p1}) tls=false /slow"))
+    );
+    assert!(
+        closed_within(&mut on_p1, Duration::from_secs(2)).await,
+        "the connection of a removed listener closes after its request"
+    );
+    assert!(
+        TcpStream::connect((LOCALHOST, p1)).await.is_err(),
+        "p1 no longer listens"
+    );
+    // p2's listener was left alone: its keep-alive connection is still served.
+    let r = get(&mut on_p2, "/y")
+        .await
+        .expect("p2 keeps its connection");
+    assert_eq!(r.body, format!("Port({p2}) tls=false /y"));
+    let mut on_p3 = connect(SocketAddr::new(LOCALHOST, p3)).await;
+    let r = get(&mut on_p3, "/z").await.expect("p3 answers");
+    assert_eq!(r.body, format!("Port({p3}) tls=false /z"));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn vhost_listener_keeps_its_socket_across_100_table_changes() {
+    let config = config();
+    let mut run = Running::start(&config);
+    let addr = run.http();
+    let mut kept = connect(addr).await;
+    assert_eq!(get(&mut kept, "/").await.expect("served").status, 200);
+    let ports = free_ports(4);
+    for i in 0..100 {
+        let set = if i % 2 == 0 { &ports[..2] } else { &ports[1..] };
+        run.edge.reconcile(&table(&config, set)).await;
+        assert_eq!(run.edge.local_addr(Frontend::Http), Some(addr));
+    }
+    // The connection opened before the changes is still served by the same listener.
+    let r = get(&mut kept, "/after")
+        .await
+        .expect("kept connection served");
+    assert_eq!(r.body, "Http tls=false /after");
+    assert_eq!(run.edge.ports().collect::<Vec<_>>(), &ports[1..]);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_head_and_too_many_headers_get_431_and_close() {
+    let mut config = config();
+    config.l7.max_header_bytes = 4096;
+    config.l7.max_headers = 10;
+    let run = Running::start(&config);
+
+    let mut s = connect(run.http()).await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(5000)
+    );
+    s.write_all(big.as_bytes()).await.expect("write");
+    assert_eq!(read_reply(&mut s).await.expect("reply").status, 431);
+    assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+
+    // Never completed: 431 as soon as the limit is passed.
+    let mut s = connect(run.http()).await;
+    let partial = format!("GET / HTTP/1.1\r\nX-Big: {}", "b".repeat(5000));
+    s.write_all(partial.as_bytes()).await.expect("write");
+    assert_eq!(read_reply(&mut s).await.expect("reply").status, 431);
+
+    let mut s = connect(run.http()).await;
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..10 {
+        many.push_str(&format!("X-{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    s.write_all(many.as_bytes()).await.expect("write");
+    assert_eq!(read_reply(&mut s).await.expect("reply").status, 431);
+    assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+    assert_eq!(run.calls(), 0, "no request reached the handler");
+
+    // Within both limits: served.
+    let mut s = connect(run.http()).await;
+    let ok = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(3000)
+    );
+    s.write_all(ok.as_bytes()).await.expect("write");
+    assert_eq!(read_reply(&mut s).await.expect("reply").status, 200);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn conflicting_framing_and_bad_request_lines_get_400_and_close() {
+    let run = Running::start(&config());
+    for head in [
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n",
+        "G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "HELLO\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n",
+    ] {
+        let mut s = connect(run.http()).await;
+        s.write_all(head.as_bytes()).await.expect("write");
+        let r = read_reply(&mut s).await.expect("reply");
+        assert_eq!(r.status, 400, "{head:?}");
+        assert_eq!(
+            r.headers.get("connection").map(String::as_str),
+            Some("close"),
+            "{head:?}"
+        );
+        assert!(
+            closed_within(&mut s, Duration::from_secs(2)).await,
+            "{head:?}: connection closed"
+        );
+    }
+    assert_eq!(run.calls(), 0, "no request reached the handler");
+
+    // Behind a good request and a chunked one on the same connection: those two are served,
+    // the conflicting third is refused.
+    let mut s = connect(run.http()).await;
+    s.write_all(
+        b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST /2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+          4\r\nab\r\n\r\n0\r\n\r\n\
+          POST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let statuses = [
+        read_reply(&mut s).await.expect("1").status,
+        read_reply(&mut s).await.expect("2").status,
+        read_reply(&mut s).await.expect("3").status,
+    ];
+    assert_eq!(statuses, [200, 200, 400]);
+    assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+    assert_eq!(run.calls(), 2);
+    run.stop().await;
+}
+
+/// Writes `head` one byte per 100 ms until the server closes; returns when it closed.
+async fn trickle(mut s: TcpStream, head: &'static [u8]) -> Option<Instant> {
+    for &b in head.iter().cycle().take(200) {
+        if s.write_all(&[b]).await.is_err() {
+            return Some(Instant::now());
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(Instant::now()),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn slowloris_is_closed_after_header_read_timeout_while_others_are_served() {
+    let mut config = config();
+    config.l7.header_read_timeout = Duration::from_secs(1);
+    let run = Running::start(&config);
+    let addr = run.http();
+    let start = Instant::now();
+    // First request of a connection (the edge's deadline), and after a served request
+    // (hyper's header timer).
+    let first = tokio::spawn(trickle(
+        connect(addr).await,
+        b"GET / HTTP/1.1\r\nX-A: aaaaaaaa",
+    ));
+    let mut second = connect(addr).await;
+    assert_eq!(get(&mut second, "/").await.expect("served").status, 200);
+    let second_start = Instant::now();
+    let second = tokio::spawn(trickle(second, b"GET / HTTP/1.1\r\nX-A: aaaaaaaa"));
+    // Meanwhile another client is served, on new and kept connections.
+    let mut other = connect(addr).await;
+    for _ in 0..6 {
+        let t = Instant::now();
+        assert_eq!(get(&mut other, "/").await.expect("served").status, 200);
+        assert!(t.elapsed() < Duration::from_millis(500));
+        let mut fresh = connect(addr).await;
+        assert_eq!(get(&mut fresh, "/").await.expect("served").status, 200);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let closed = first
+        .await
+        .expect("task")
+        .expect("first slow client closed");
+    let took = closed - start;
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2000),
+        "first: {took:?}"
+    );
+    let closed = second
+        .await
+        .expect("task")
+        .expect("second slow client closed");
+    let took = closed - second_start;
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2000),
+        "second: {took:?}"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_header_read_timeout() {
+    let mut config = config();
+    config.l7.header_read_timeout = Duration::from_millis(500);
+    let run = Running::start(&config);
+    let mut s = connect(run.http()).await;
+    let t = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+    assert!(
+        t.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        t.elapsed()
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn max_connections_holds_until_a_connection_ends() {
+    let mut config = config();
+    config.l7.max_connections = 2;
+    let mut run = Running::start(&config);
+    let [port] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    run.edge.reconcile(&table(&config, &[port])).await;
+    // The limit is over every listener.
+    let mut a = connect(run.http()).await;
+    let mut b = connect(SocketAddr::new(LOCALHOST, port)).await;
+    assert_eq!(get(&mut a, "/").await.expect("a").status, 200);
+    assert_eq!(get(&mut b, "/").await.expect("b").status, 200);
+    let mut c = connect(run.http()).await;
+    c.write_all(b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), c.read(&mut buf))
+            .await
+            .is_err(),
+        "a third connection waits"
+    );
+    assert_eq!(run.calls(), 2);
+    drop(a);
+    let r = read_reply(&mut c).await.expect("served once a slot frees");
+    assert_eq!(r.body, "Http tls=false /c");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_close_after_idle_timeout() {
+    let mut config = config();
+    config.l7.idle_timeout = Duration::from_millis(400);
+    let run = Running::start(&config);
+    let mut s = connect(run.http()).await;
+    assert_eq!(get(&mut s, "/").await.expect("served").status, 200);
+    let t = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(350), "{took:?}");
+    // A long request is not idle time.
+    let mut config = config.clone();
+    config.l7.idle_timeout = Duration::from_millis(200);
+    let run2 = Running::start(&config);
+    let mut s = connect(run2.http()).await;
+    assert_eq!(get(&mut s, "/slow").await.expect("served").status, 200);
+    run.stop().await;
+    run2.stop().await;
+}
+
+/// HTTP/2 with prior knowledge on the plain listener, through hyper's client.
+#[tokio::test]
+async fn http2_prior_knowledge_is_served_and_idles_out() {
+    let mut config = config();
+    config.l7.idle_timeout = Duration::from_millis(500);
+    let run = Running::start(&config);
+    let io = hyper_util::rt::TokioIo::new(connect(run.http()).await);
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    for path in ["/a", "/b"] {
+        let req = Request::get(format!("http://a{path}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body, format!("Http tls=false {path}"));
+    }
+    let t = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .expect("the idle h2 connection is closed by the edge")
+        .expect("task")
+        .ok();
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let run = Running::start(&config());
+    let mut s = connect(run.http()).await;
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let addr = run.http();
+    let stub = run.stub.clone();
+    let stopping = tokio::spawn(run.stop());
+    let r = read_reply(&mut s)
+        .await
+        .expect("in-flight request finishes");
+    assert_eq!(r.status, 200);
+    assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+    stopping.await.expect("stopped");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+    assert_eq!(stub.calls.load(Ordering::SeqCst), 1);
+}
