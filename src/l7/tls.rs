@@ -15,7 +15,7 @@
 //! `[l7.tls].cert`, the dir (by file name), the label certs (by path): the operator's files
 //! before the apps'.
 //!
-//! The rustls [`ServerConfig`] is built once; its resolver reads the current [`SniTable`]
+//! The rustls [`ServerConfig`] is built once; its resolver reads the current SNI table
 //! through an [`ArcSwap`], so a reload or a route change swaps one pointer and in-flight and
 //! later handshakes never wait for a lock. Files are reloaded when they change ([`Certs::watch`]
 //! polls their metadata every second, which also sees atomic renames and symlink swaps as
@@ -39,6 +39,9 @@ use crate::config::L7TlsConfig;
 
 /// How often [`Certs::watch`] looks at the certificate files.
 const POLL: Duration = Duration::from_secs(1);
+
+/// The largest certificate file read (a chain and key take a few KiB; CA bundles some 100s).
+const MAX_FILE: u64 = 1 << 20;
 
 /// ALPN protocols offered to clients, in the server's order of preference.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -488,9 +491,32 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Reads a certificate file: a regular file of at most [`MAX_FILE`] bytes. The path comes from
+/// app labels: `/dev/zero` or a FIFO must not hang or exhaust the table builder.
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK) // opening a FIFO does not wait for a writer
+        .open(path)
+        .map_err(|e| io_reason(&e))?;
+    if !file.metadata().map_err(|e| io_reason(&e))?.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    let mut pem = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| io_reason(&e))?;
+    if pem.len() as u64 > MAX_FILE {
+        return Err(format!("larger than {MAX_FILE} bytes"));
+    }
+    Ok(pem)
+}
+
 /// Loads a PEM certificate file: chain, private key, the key matching the leaf, the names.
 fn load(path: &Path) -> Result<Loaded, String> {
-    let pem = std::fs::read(path).map_err(|e| io_reason(&e))?;
+    let pem = read(path)?;
     let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("bad PEM: {e}"))?;
@@ -724,8 +750,25 @@ mod tests {
 
         let dir = tmp.path().join("dir.pem");
         std::fs::create_dir(&dir).unwrap();
-        let err = certs.check(&dir).unwrap_err();
-        assert!(err.starts_with("unreadable"), "{err}");
+        assert_eq!(certs.check(&dir), Err("not a regular file".to_owned()));
+        // Neither hangs nor reads forever.
+        assert_eq!(
+            certs.check(Path::new("/dev/zero")),
+            Err("not a regular file".to_owned())
+        );
+        let fifo = tmp.path().join("fifo.pem");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        assert_eq!(certs.check(&fifo), Err("not a regular file".to_owned()));
+        let big = tmp.path().join("big.pem");
+        std::fs::write(&big, vec![b'#'; MAX_FILE as usize + 1]).unwrap();
+        assert!(certs.check(&big).unwrap_err().starts_with("larger than"));
     }
 
     #[test]
