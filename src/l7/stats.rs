@@ -225,12 +225,12 @@ impl LocalReply {
 
 /// Decrements the active-request gauge when dropped.
 pub struct ActiveGuard {
-    _stats: Arc<BackendStats>,
+    stats: Arc<BackendStats>,
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self._stats.active.dec();
+        self.stats.active.dec();
     }
 }
 
@@ -410,10 +410,6 @@ impl Stats {
         for fe in inner.ports.load().values() {
             frontend(&mut out, fe);
         }
-        let backends = inner
-            .backends
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
         for (i, (backend, runtime)) in table
             .routes
             .backends()
@@ -422,7 +418,7 @@ impl Stats {
             .enumerate()
         {
             let iid = u64::from(iid) + 1 + i as u64;
-            let stats = backends.get(&backend.name).unwrap_or(&runtime.stats);
+            let stats = &runtime.stats;
             let (mut scur, mut weight, mut act) = (0u64, 0u64, 0u64);
             for (sid, (server, state)) in backend.servers.iter().zip(&runtime.states).enumerate() {
                 let up = state.is_up_at(now);
@@ -617,7 +613,7 @@ impl BackendStats {
         self.active.inc();
         self.started.fetch_add(1, Ordering::Relaxed);
         ActiveGuard {
-            _stats: self.clone(),
+            stats: self.clone(),
         }
     }
 
@@ -1411,6 +1407,74 @@ for li in listeners:
             value(names::L7_SERVER_REQUESTS_TOTAL, &[b, "10_0_0_1_31000"]),
             Some(7.0)
         );
+    }
+
+    /// The process registry with L7 series of every kind passes `promtool check metrics`.
+    #[test]
+    fn global_families_pass_promtool() {
+        let stats = Stats::new();
+        let registry = Registry::private(HealthPolicy::default());
+        let t = table(
+            &stats,
+            &registry,
+            &snapshot(&[(
+                "/promtool-check",
+                10099,
+                &[("10.0.9.1", 31990, 1), ("10.0.9.2", 31991, 0)],
+            )]),
+        );
+        stats.publish(&t);
+        let b = &t.backends[0].stats;
+        b.record(200, Duration::from_millis(2));
+        b.add_bytes(1, 2);
+        b.retried();
+        stats.local_reply(LocalReply::BadGateway, Some(b));
+        stats.local_reply(LocalReply::NoRoute, None);
+        stats.set_unsupported_labels(vec![("/promtool-check".into(), 1)]);
+        let _conn = stats.connection(Frontend::Port(10099));
+        let body = names::metrics().render();
+        for want in [
+            "ferryman_l7_requests_total{backend=\"promtool-check_10099\",code=\"2xx\"} 1",
+            "ferryman_l7_request_duration_seconds_count{backend=\"promtool-check_10099\"} 1",
+            "ferryman_l7_local_replies_total{backend=\"promtool-check_10099\",reason=\"bad_gateway\"} 1",
+            "ferryman_l7_server_up{backend=\"promtool-check_10099\",server=\"10_0_9_2_31991\"} 1",
+            "ferryman_l7_backend_servers{backend=\"promtool-check_10099\",state=\"maint\"} 1",
+            "ferryman_l7_active_connections{frontend=\"promtool-check_10099\"} 1",
+            "ferryman_l7_unsupported_labels{app=\"/promtool-check\"} 1",
+        ] {
+            assert!(body.contains(want), "{want} not in\n{body}");
+        }
+        let Ok(promtool) = which("promtool") else {
+            if std::env::var_os("FERRYMAN_REQUIRE_ALL").is_some_and(|v| v == "1") {
+                panic!("promtool not found (FERRYMAN_REQUIRE_ALL=1)");
+            }
+            eprintln!("skipping the promtool check: promtool not found");
+            return;
+        };
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}\n{body}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Gone from the table: gone from /metrics.
+        stats.publish(&Arc::new(Table::empty()));
+        assert!(!names::metrics().render().contains("promtool-check_10099"));
     }
 
     #[test]
