@@ -6,7 +6,8 @@
 //! in HAProxy's order of evaluation:
 //!
 //! 1. routing: a per-port frontend sends everything to its backend; the vhost routers match
-//!    `Host` (the `:authority` for HTTP/2) and the path prefix (`HTTP_FRONTEND_ACL*`);
+//!    `Host` (else the URI authority: HTTP/2's `:authority`) and the path prefix
+//!    (`HTTP_FRONTEND_ACL*`);
 //!    no match → 503, as HAProxy without a default backend;
 //! 2. `HAPROXY_{n}_REDIRECT_TO_HTTPS` on the plain vhost router (`BACKEND_REDIRECT_HTTP_TO_HTTPS`,
 //!    a frontend rule in upstream, so before any other check) → 301 to `https://`;
@@ -293,6 +294,8 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // HTTP_BACKEND_PROXYPASS_GLUE also sets `Host` to the app's vhost; the vhost routers
+        // already carry it, and on a service port the client's `Host` is kept.
         match backend.proxypass_path.as_deref() {
             Some(prefix) => match proxypass(orig.as_str(), prefix) {
                 Some(p) => PathAndQuery::from_maybe_shared(Bytes::from(p)).unwrap_or(orig),
@@ -362,7 +365,9 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
         match tokio::time::timeout_at(deadline, client.request(out)).await {
             Err(_) => {
                 if shared.l7().passive_timeouts {
-                    state.report_connect_failure();
+                    // A failure for outlier detection, not a failed connect (HAProxy's
+                    // `econ`, which `connect_failures` feeds).
+                    state.report_reset();
                 }
                 tracing::debug!(backend = %backend.name, server = %state.addr, "no response head in time");
                 return local(shared, LocalReply::Timeout, Some(stats));
@@ -392,7 +397,10 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
     let state = active.state().clone();
     let status = resp.status();
     if shared.l7().passive_5xx && status.is_server_error() {
-        state.report_connect_failure();
+        // As for timeouts: an outlier failure, not a connect error. (`report_reset` lets one
+        // success in between clear only the reset mark, so a server failing every other
+        // request is ejected too.)
+        state.report_reset();
     } else {
         state.report_connect_ok();
     }
@@ -1037,7 +1045,7 @@ impl Drop for ServerActive {
 }
 
 /// The body sent to a backend: the client's streamed body, counted, or nothing.
-pub struct ReqBody {
+struct ReqBody {
     inner: Option<(Incoming, Arc<BackendState>, Arc<BackendStats>)>,
 }
 

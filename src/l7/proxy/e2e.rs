@@ -598,3 +598,35 @@ async fn upgrade_tunnels_bytes_both_ways() {
     assert_eq!(st.active(), 0);
     assert_eq!(st.bytes_in.load(std::sync::atomic::Ordering::Relaxed), 4);
 }
+
+#[tokio::test]
+async fn passive_detection_counts_5xx_and_timeouts_when_configured() {
+    let b = backend().await;
+    let failures = Config::default().l4.outlier_failures;
+    assert!(failures > 0 && failures < 10);
+    for (passive, path) in [
+        (true, "/status/500"),
+        (false, "/status/500"),
+        (true, "/sleep"),
+    ] {
+        let shared = shared_with(&[], &[b.port()], |c| {
+            c.l7.request_timeout = Duration::from_millis(200);
+            c.l7.passive_5xx = passive;
+            c.l7.passive_timeouts = passive;
+        });
+        let e = edge(shared.clone(), Frontend::Port(10000)).await;
+        for _ in 0..failures {
+            let got = get(e, path, &[]).await;
+            assert!(got.status.is_server_error(), "{}", got.status);
+        }
+        let t = shared.table.load();
+        let st = &t.backends[0].states[0];
+        assert_eq!(st.is_up(), !passive, "{path} passive={passive}");
+        // Counted as failed requests, not as failed connects.
+        assert_eq!(
+            st.connect_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
+}
