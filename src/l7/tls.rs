@@ -719,6 +719,81 @@ mod tests {
         assert_eq!(served(&certs, Some("nope.test")), Some(other));
     }
 
+    /// Files as Marathon-LB users make them with openssl: PKCS#1 RSA and SEC1 EC keys after the
+    /// certificate, and a DH parameters section HAProxy reads from the same file (ignored).
+    #[test]
+    fn openssl_pkcs1_and_sec1_keys() {
+        use std::process::Command;
+        let openssl = |args: &[&str]| Command::new("openssl").args(args).output();
+        if openssl(&["version"]).is_err() {
+            assert_ne!(
+                std::env::var("FERRYMAN_REQUIRE_ALL").as_deref(),
+                Ok("1"),
+                "openssl missing and FERRYMAN_REQUIRE_ALL=1"
+            );
+            eprintln!("skipped: openssl missing");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let at = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
+        let keygen: [(&str, &[&str], &str); 2] = [
+            (
+                "rsa",
+                &["genrsa", "-traditional", "-out", &at("rsa.key"), "2048"],
+                "-----BEGIN RSA PRIVATE KEY-----",
+            ),
+            (
+                "ec",
+                &[
+                    "ecparam",
+                    "-name",
+                    "prime256v1",
+                    "-genkey",
+                    "-noout",
+                    "-out",
+                    &at("ec.key"),
+                ],
+                "-----BEGIN EC PRIVATE KEY-----",
+            ),
+        ];
+        let certs = Certs::new(&config(None, None)).unwrap();
+        let mut paths = Vec::new();
+        for (kind, args, header) in keygen {
+            let out = openssl(args).unwrap();
+            assert!(out.status.success(), "{kind}: {out:?}");
+            let key = std::fs::read_to_string(at(&format!("{kind}.key"))).unwrap();
+            assert!(key.starts_with(header), "{kind}: {key}");
+            let name = format!("{kind}.test");
+            let out = openssl(&[
+                "req",
+                "-x509",
+                "-key",
+                &at(&format!("{kind}.key")),
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                &format!("subjectAltName=DNS:{name}"),
+                "-days",
+                "2",
+                "-out",
+                &at(&format!("{kind}.crt")),
+            ])
+            .unwrap();
+            assert!(out.status.success(), "{kind}: {out:?}");
+            let cert = std::fs::read_to_string(at(&format!("{kind}.crt"))).unwrap();
+            let dh = "-----BEGIN DH PARAMETERS-----\nMAA=\n-----END DH PARAMETERS-----\n";
+            let path = tmp.path().join(format!("{kind}.pem"));
+            std::fs::write(&path, format!("{cert}{key}{dh}")).unwrap();
+            assert_eq!(certs.check(&path), Ok(()), "{kind}");
+            let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+            paths.push((path, name, der));
+        }
+        certs.set_label_certs(paths.iter().map(|(p, _, _)| p.clone()).collect());
+        for (_, name, der) in paths {
+            assert_eq!(served(&certs, Some(&name)), Some(der), "{name}");
+        }
+    }
+
     #[test]
     fn check_refuses_bad_files() {
         let tmp = tempfile::tempdir().unwrap();
