@@ -103,6 +103,12 @@ pub async fn run(
         handler,
         &shutdown,
     )?;
+    // Certificate files are re-read when they change (the TLS listener's configuration
+    // stays; its SNI table is swapped under it).
+    let cert_watch = shared
+        .certs
+        .clone()
+        .map(|c| tokio::spawn(c.watch(shutdown.child_token())));
     let mut control = Control::default();
     let mut checker = Checker::new(&shutdown);
     let mut rx = snapshots.subscribe();
@@ -127,6 +133,11 @@ pub async fn run(
     }
     checker.shutdown().await;
     edge.shutdown().await;
+    if let Some(task) = cert_watch
+        && let Err(e) = task.await
+    {
+        tracing::warn!(error = %e, "l7: certificate watcher ended abnormally");
+    }
     Ok(())
 }
 
@@ -191,22 +202,25 @@ impl Control {
     }
 
     /// Warns once per (app, reason) while it lasts: a snapshot that repeats the same errors
-    /// logs nothing.
-    fn log_skipped(&mut self, errors: &[(String, RouteError)]) {
+    /// logs nothing. Returns how many were warned about.
+    fn log_skipped(&mut self, errors: &[(String, RouteError)]) -> usize {
         let now: BTreeSet<(String, String)> = errors
             .iter()
             .map(|(app, e)| (app.clone(), e.to_string()))
             .collect();
         if now == self.skipped {
-            return;
+            return 0;
         }
+        let mut warned = 0;
         for (app, reason) in now.difference(&self.skipped) {
             tracing::warn!(app = %app, reason = %reason, "l7: app (or port) not served");
+            warned += 1;
         }
         for (app, reason) in self.skipped.difference(&now) {
             tracing::info!(app = %app, reason = %reason, "l7: no longer skipped for this reason");
         }
         self.skipped = now;
+        warned
     }
 
     /// Raw HAProxy template labels (`HAPROXY_{n}_FRONTEND_HEAD`, …) of the apps in `group`:

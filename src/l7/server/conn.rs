@@ -70,18 +70,21 @@ pub(super) async fn serve<H: Handler>(
             return;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls());
-        let stream =
-            match tokio::time::timeout(ctx.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%client, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%client, "TLS handshake timed out");
-                    return;
-                }
-            };
+        let handshake = tokio::time::timeout(ctx.header_read_timeout, acceptor.accept(stream));
+        let Some(handshake) = until_closed(handshake, &ctx.shutdown, &closed).await else {
+            return;
+        };
+        let stream = match handshake {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%client, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%client, "TLS handshake timed out");
+                return;
+            }
+        };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         let info = ConnInfo {
             frontend,
@@ -97,7 +100,11 @@ pub(super) async fn serve<H: Handler>(
         let state = Arc::new(ConnState::new());
         // The first request head is due within `header_read_timeout` from accept, detection
         // included (hyper's own timer starts with the HTTP/1 parser, after detection).
-        let (prefix, h2) = match tokio::time::timeout(first_head, sniff(&mut stream)).await {
+        let sniffed = tokio::time::timeout(first_head, sniff(&mut stream));
+        let Some(sniffed) = until_closed(sniffed, &ctx.shutdown, &closed).await else {
+            return;
+        };
+        let (prefix, h2) = match sniffed {
             Ok(Ok(Some(found))) => found,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
@@ -117,6 +124,20 @@ pub(super) async fn serve<H: Handler>(
         };
         let io = ClientIo::new(stream, prefix, !h2, state.clone(), hold);
         run(ctx, io, h2, info, state, closed).await;
+    }
+}
+
+/// `f`, or `None` when the edge shuts down or the listener closes first (a connection that
+/// has not sent a request yet has nothing to finish).
+async fn until_closed<F: Future>(
+    f: F,
+    shutdown: &CancellationToken,
+    closed: &CancellationToken,
+) -> Option<F::Output> {
+    tokio::select! {
+        r = f => Some(r),
+        () = shutdown.cancelled() => None,
+        () = closed.cancelled() => None,
     }
 }
 

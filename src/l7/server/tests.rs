@@ -96,31 +96,44 @@ impl Running {
 
     async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.edge.shutdown())
+        // Idle and handshaking connections go at once; only in-flight requests are waited for.
+        tokio::time::timeout(Duration::from_secs(3), self.edge.shutdown())
             .await
             .expect("edge shuts down");
     }
 }
 
+fn app(id: &str, port: u16, labels: &[(&str, &str)]) -> App {
+    App {
+        id: id.to_string(),
+        service_ports: vec![port],
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..App::default()
+    }
+}
+
+fn state(apps: Vec<App>) -> ClusterState {
+    let mut state = ClusterState::default();
+    for a in apps {
+        state.apps.insert(a.id.clone(), Arc::new(a));
+    }
+    state
+}
+
+const HTTP_APP: &[(&str, &str)] = &[("HAPROXY_GROUP", "external"), ("HAPROXY_0_MODE", "http")];
+
 /// A table serving http-mode apps on `ports` (no servers: the listeners are what matters).
 fn table(config: &Config, ports: &[u16]) -> Table {
-    let mut state = ClusterState::default();
-    for &port in ports {
-        let id = format!("/app{port}");
-        let app = App {
-            id: id.clone(),
-            service_ports: vec![port],
-            labels: [("HAPROXY_GROUP", "external"), ("HAPROXY_0_MODE", "http")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..App::default()
-        };
-        state.apps.insert(id, Arc::new(app));
-    }
+    let apps = ports
+        .iter()
+        .map(|&p| app(&format!("/app{p}"), p, HTTP_APP))
+        .collect();
     let snapshot = Snapshot {
         version: 1,
-        state: Arc::new(state),
+        state: Arc::new(state(apps)),
         ..Snapshot::default()
     };
     let registry = Registry::private(HealthPolicy::from_config(&config.l4));
@@ -202,6 +215,18 @@ async fn get(s: &mut TcpStream, path: &str) -> Option<Reply> {
     let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
     read_reply(s).await
+}
+
+/// Connects once `addr` listens (within 5 s).
+async fn connect_eventually(addr: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return s,
+            Err(e) => assert!(Instant::now() < deadline, "{addr} never listened: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn connect(addr: SocketAddr) -> TcpStream {
@@ -562,4 +587,263 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "no longer listening"
     );
     assert_eq!(stub.calls.load(Ordering::SeqCst), 1);
+}
+
+/// A server configuration for `edge.test` (ALPN h2, http/1.1, as `tls::Certs` sets it) and a
+/// client configuration trusting it that offers `alpn`.
+fn tls_configs(alpn: &[&[u8]]) -> (TlsConfig, Arc<rustls::ClientConfig>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["edge.test".to_string()])
+        .expect("self-signed certificate");
+    let cert = ck.cert.der().clone();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
+        ck.signing_key.serialize_der(),
+    ));
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .expect("server config");
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let server = Arc::new(server);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("root");
+    let mut client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tls: TlsConfig = Arc::new(move || server.clone());
+    (tls, Arc::new(client))
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let name = rustls_pki_types::ServerName::try_from("edge.test").expect("name");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(client).connect(name, connect(addr).await),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake")
+}
+
+#[tokio::test]
+async fn https_speaks_h2_by_alpn_and_http1_otherwise() {
+    for (alpn, version) in [
+        (&[&b"h2"[..], b"http/1.1"][..], http::Version::HTTP_2),
+        (&[&b"http/1.1"[..]][..], http::Version::HTTP_11),
+        (&[][..], http::Version::HTTP_11),
+    ] {
+        let mut config = config();
+        config.l7.https = Some(SocketAddr::new(LOCALHOST, 0));
+        let (tls, client) = tls_configs(alpn);
+        let run = Running::start_tls(&config, Some(tls));
+        let https = run.edge.local_addr(Frontend::Https).expect("https bound");
+
+        // A client that fails its handshake, and one that never starts it, change nothing.
+        let mut junk = connect(https).await;
+        junk.write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(closed_within(&mut junk, Duration::from_secs(2)).await);
+        let _silent = connect(https).await;
+
+        let io = hyper_util::rt::TokioIo::new(tls_connect(https, client).await);
+        let req = Request::get("https://edge.test/t")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        let resp = if version == http::Version::HTTP_2 {
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(conn);
+            send.send_request(req).await.expect("response")
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .expect("h1 handshake");
+            tokio::spawn(conn);
+            send.send_request(req).await.expect("response")
+        };
+        assert_eq!(resp.version(), version, "ALPN {alpn:?}");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body, "Https tls=true /t");
+        assert_eq!(run.calls(), 1);
+        run.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn tls_handshake_is_bounded_by_header_read_timeout() {
+    let mut config = config();
+    config.l7.https = Some(SocketAddr::new(LOCALHOST, 0));
+    config.l7.header_read_timeout = Duration::from_millis(400);
+    let (tls, _) = tls_configs(&[]);
+    let run = Running::start_tls(&config, Some(tls));
+    let mut s = connect(run.edge.local_addr(Frontend::Https).expect("bound")).await;
+    let t = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+    assert!(
+        t.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        t.elapsed()
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_taken_vhost_address_fails_start_naming_the_key() {
+    let taken = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind");
+    let mut config = config();
+    config.l7.http = Some(taken.local_addr().expect("addr"));
+    let shutdown = CancellationToken::new();
+    let err = Edge::start(
+        &config,
+        Stats::new(),
+        None,
+        Arc::new(Stub::default()),
+        &shutdown,
+    )
+    .err()
+    .expect("bind fails");
+    assert!(
+        format!("{err:#}").starts_with("l7.http 127.0.0.1:"),
+        "{err:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_service_port_that_cannot_bind_is_retried_with_the_next_table() {
+    let config = config();
+    let mut run = Running::start(&config);
+    let taken = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let [other] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let mut ports = [port, other];
+    ports.sort_unstable();
+    let t = table(&config, &ports);
+    run.edge.reconcile(&t).await;
+    assert_eq!(run.edge.ports().collect::<Vec<_>>(), [other]);
+    drop(taken);
+    run.edge.reconcile(&t).await;
+    assert_eq!(run.edge.ports().collect::<Vec<_>>(), ports);
+    let mut s = connect(SocketAddr::new(LOCALHOST, port)).await;
+    assert_eq!(get(&mut s, "/").await.expect("served").status, 200);
+    run.stop().await;
+}
+
+#[test]
+fn control_logs_skipped_apps_and_template_labels_once() {
+    let config = Arc::new(config());
+    let shared = crate::l7::Shared::new(config.clone()).expect("shared state");
+    let mut control = super::Control::default();
+    let bad = app(
+        "/bad",
+        10001,
+        &[("HAPROXY_GROUP", "external"), ("HAPROXY_0_PORT", "abc")],
+    );
+    let templated = |group: &'static str| {
+        app(
+            if group == "external" {
+                "/tpl"
+            } else {
+                "/other"
+            },
+            10002,
+            &[
+                ("HAPROXY_GROUP", group),
+                ("HAPROXY_0_MODE", "http"),
+                ("HAPROXY_0_FRONTEND_HEAD", "x"),
+                ("HAPROXY_0_BACKEND_HEAD", "y"),
+            ],
+        )
+    };
+    let snapshot = |version, apps| Snapshot {
+        version,
+        state: Arc::new(state(apps)),
+        ..Snapshot::default()
+    };
+    let s1 = snapshot(
+        1,
+        vec![bad.clone(), templated("external"), templated("internal")],
+    );
+    let (_, errors) = Table::build(&s1, &config, &shared.registry, &shared.stats, &|_| Ok(()));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(control.log_skipped(&errors), 1);
+    assert_eq!(
+        control.log_skipped(&errors),
+        0,
+        "same errors: nothing logged"
+    );
+    assert_eq!(control.log_skipped(&[]), 0);
+    assert_eq!(control.log_skipped(&errors), 1, "back again: logged again");
+
+    assert_eq!(
+        control.unsupported_labels(&s1, "external"),
+        [("/tpl".to_string(), 2)],
+        "counted per app in the group"
+    );
+    assert!(control.warned.contains("/tpl") && !control.warned.contains("/other"));
+    let s2 = snapshot(2, vec![bad]);
+    assert!(control.unsupported_labels(&s2, "external").is_empty());
+    assert!(control.warned.is_empty(), "apps gone are forgotten");
+
+    let table = control.apply(&shared, &s1);
+    assert_eq!(shared.table.load().version, 1);
+    assert_eq!(table.routes.ports().collect::<Vec<_>>(), [10002]);
+}
+
+/// `run` end to end with the real proxy: a service port opens with its first snapshot, a
+/// route change elsewhere leaves it and the vhost listener alone, and shutdown ends `run`.
+#[tokio::test]
+async fn run_follows_snapshots_without_restarting_listeners() {
+    let [port, vhost] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let mut c = config();
+    c.l7.http = Some(SocketAddr::new(LOCALHOST, vhost));
+    let config = Arc::new(c);
+    let shared = crate::l7::Shared::new(config.clone()).expect("shared state");
+    let (mut publisher, snapshots) = crate::model::Publisher::new(config.clone());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(super::run(shared.clone(), snapshots, shutdown.clone()));
+    let mut kept = connect_eventually(SocketAddr::new(LOCALHOST, vhost)).await;
+    // No route yet: the proxy answers itself.
+    let r = get(&mut kept, "/").await.expect("vhost answers");
+    assert_eq!(r.status, 503);
+
+    publisher.update(
+        Arc::new(state(vec![app("/web", port, HTTP_APP)])),
+        crate::model::UpdateKind::Full,
+    );
+    let mut on_port = connect_eventually(SocketAddr::new(LOCALHOST, port)).await;
+    // Routed to the app's backend, which has no server.
+    assert_eq!(
+        get(&mut on_port, "/").await.expect("port answers").status,
+        503
+    );
+
+    for i in 0..20u16 {
+        let mut apps = vec![app("/web", port, HTTP_APP)];
+        apps.push(app(
+            "/vhosted",
+            20000 + i,
+            &[("HAPROXY_GROUP", "external"), ("HAPROXY_0_VHOST", "v.test")],
+        ));
+        publisher.update(Arc::new(state(apps)), crate::model::UpdateKind::Full);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Both connections opened before the changes are still served.
+    assert_eq!(get(&mut on_port, "/").await.expect("port kept").status, 503);
+    assert_eq!(get(&mut kept, "/").await.expect("vhost kept").status, 503);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("run returns at shutdown")
+        .expect("task")
+        .expect("run ok");
 }
