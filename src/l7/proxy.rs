@@ -32,9 +32,10 @@
 //! `l7.request_timeout` for a response head.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -49,9 +50,11 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::http2 as h2_client;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 use super::routes::Backend;
 use super::stats::{ActiveGuard, BackendStats, LocalReply};
@@ -82,8 +85,11 @@ const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Backend connection pools and the settings of the request path.
 pub struct Proxy {
+    /// HTTP/1.1 servers: hyper-util's pool (keep-alive connections per `ip:port`).
     http1: Client<HttpConnector, ReqBody>,
-    h2: Client<HttpConnector, ReqBody>,
+    /// HTTP/2 servers get one multiplexed connection each ([`H2Conn`], in [`ServerMeta`]),
+    /// opened within this time.
+    connect_timeout: std::time::Duration,
     /// Per-server values derived from the current table (authorities, sticky cookies), built
     /// on the first request that sees a new table.
     derived: ArcSwapOption<Derived>,
@@ -103,12 +109,10 @@ impl Proxy {
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
             .http1_max_headers(l7.max_headers.max(1));
-        let http1 = builder.build(connector.clone());
-        builder.http2_only(true);
-        let h2 = builder.build(connector);
+        let http1 = builder.build(connector);
         Proxy {
             http1,
-            h2,
+            connect_timeout: l7.connect_timeout,
             derived: ArcSwapOption::empty(),
             https_port: l7.https.map(|a| a.port()).filter(|&p| p != 443),
         }
@@ -124,9 +128,100 @@ impl Proxy {
                 return d.clone();
             }
         }
-        let d = Arc::new(Derived::build(table));
+        let prev = self.derived.load_full();
+        let d = Arc::new(Derived::build(table, prev.as_deref()));
         self.derived.store(Some(d.clone()));
         d
+    }
+
+    /// Sends `req` to an HTTP/2 server over its shared connection, opened when there is none
+    /// (or it closed).
+    async fn send_h2(
+        &self,
+        slot: &H2Conn,
+        addr: SocketAddr,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut sender = match slot.sender() {
+            Some(s) => s,
+            None => self.connect_h2(slot, addr).await?,
+        };
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| SendError::Failed {
+                client_side: e.is_user() || e.is_body_write_aborted(),
+                error: e.into(),
+            })
+    }
+
+    async fn connect_h2(
+        &self,
+        slot: &H2Conn,
+        addr: SocketAddr,
+    ) -> Result<h2_client::SendRequest<ReqBody>, SendError> {
+        // Requests arriving while a connect is under way wait for it instead of opening more.
+        let _connecting = slot.connecting.lock().await;
+        if let Some(s) = slot.sender() {
+            return Ok(s);
+        }
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| SendError::Connect("connect timed out".into()))?
+            .map_err(|e| SendError::Connect(e.into()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = h2_client::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(server = %addr, error = %e, "HTTP/2 backend connection ended");
+            }
+        });
+        slot.send.store(Some(Arc::new(sender.clone())));
+        Ok(sender)
+    }
+}
+
+/// Why a request got no response from a server.
+enum SendError {
+    /// No connection could be made: the request was not sent (retry elsewhere if idempotent).
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The exchange failed after connecting; `client_side`: because of the client's body.
+    Failed {
+        client_side: bool,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl SendError {
+    fn from_legacy(e: hyper_util::client::legacy::Error) -> SendError {
+        if e.is_connect() {
+            SendError::Connect(e.into())
+        } else {
+            SendError::Failed {
+                client_side: caused_by_client(&e),
+                error: e.into(),
+            }
+        }
+    }
+}
+
+/// The one HTTP/2 connection to a server, shared by its requests (hyper-util's pool would
+/// send the server's address as `:authority`; the client's host must go there, RFC 9113
+/// 8.3.1). Kept across tables while the server stays.
+#[derive(Default)]
+struct H2Conn {
+    send: ArcSwapOption<h2_client::SendRequest<ReqBody>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl H2Conn {
+    fn sender(&self) -> Option<h2_client::SendRequest<ReqBody>> {
+        let cur = self.send.load();
+        cur.as_deref().filter(|s| !s.is_closed()).cloned()
     }
 }
 
@@ -142,25 +237,43 @@ struct Derived {
 }
 
 struct ServerMeta {
+    addr: SocketAddr,
     /// `ip:port`, the pool key of the server's connections.
     authority: Option<Authority>,
+    /// HTTP/2 backends only.
+    h2: Option<Arc<H2Conn>>,
     /// Sticky backends only: the cookie value and the `Set-Cookie` that inserts it.
     sticky: Option<([u8; 10], HeaderValue)>,
 }
 
 impl Derived {
-    fn build(table: &Arc<Table>) -> Derived {
+    fn build(table: &Arc<Table>, prev: Option<&Derived>) -> Derived {
+        // HTTP/2 connections of servers that stay are kept.
+        let h2_conns: HashMap<SocketAddr, &Arc<H2Conn>> = prev
+            .iter()
+            .flat_map(|p| p.servers.iter().flat_map(|b| b.iter()))
+            .filter_map(|m| m.h2.as_ref().map(|c| (m.addr, c)))
+            .collect();
         let servers = table
             .routes
             .backends()
             .iter()
-            .map(|b| {
+            .zip(&table.backends)
+            .map(|(b, rt)| {
+                let h2 = rt.protocol == BackendProtocol::H2;
                 b.servers
                     .iter()
                     .map(|s| {
-                        let addr = std::net::SocketAddr::new(s.ip, s.port).to_string();
+                        let addr = SocketAddr::new(s.ip, s.port);
                         ServerMeta {
-                            authority: Authority::from_maybe_shared(Bytes::from(addr)).ok(),
+                            addr,
+                            authority: Authority::from_maybe_shared(Bytes::from(addr.to_string()))
+                                .ok(),
+                            h2: h2.then(|| {
+                                h2_conns
+                                    .get(&addr)
+                                    .map_or_else(Arc::default, |c| Arc::clone(c))
+                            }),
                             sticky: b.sticky.then(|| {
                                 let value = sticky_value(&s.name);
                                 let set = HeaderValue::from_maybe_shared(Bytes::from(format!(
@@ -281,13 +394,20 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
         strip_cookie(&mut parts.headers, STICKY_COOKIE);
     }
     add_forwarded(&mut parts.headers, conn, host.as_ref());
-    if !h2_backend
-        && !parts.headers.contains_key(header::HOST)
-        && let Some(h) = &host
-    {
-        // An HTTP/2 client's `:authority` becomes the HTTP/1.1 `Host`.
-        parts.headers.insert(header::HOST, h.clone());
-    }
+    // The client's host: HTTP/1.1 `Host` (from an HTTP/2 client's `:authority`), or HTTP/2
+    // `:authority` (from a `Host`, which is then dropped: both would have to agree).
+    let h2_authority = if h2_backend {
+        parts.headers.remove(header::HOST);
+        host.as_ref()
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+    } else {
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(h) = &host
+        {
+            parts.headers.insert(header::HOST, h.clone());
+        }
+        None
+    };
     let pq = {
         let orig = parts
             .uri
@@ -314,11 +434,6 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
             .checked_add(shared.l7().request_timeout)
             .unwrap_or(start + std::time::Duration::from_secs(86_400)),
     );
-    let client = if h2_backend {
-        &shared.proxy.h2
-    } else {
-        &shared.proxy.http1
-    };
 
     let mut tried: Vec<usize> = Vec::new();
     let (resp, server, active) = loop {
@@ -335,7 +450,10 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
             };
             return local(shared, kind, Some(stats));
         };
-        let Some(authority) = metas.get(i).and_then(|m| m.authority.clone()) else {
+        let Some(meta) = metas.get(i) else {
+            return local(shared, LocalReply::NoServer, Some(stats));
+        };
+        let Some(authority) = h2_authority.clone().or_else(|| meta.authority.clone()) else {
             return local(shared, LocalReply::NoServer, Some(stats));
         };
         let active = ServerActive::new(state);
@@ -362,7 +480,18 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
         *out.version_mut() = version;
         *out.headers_mut() = headers;
 
-        match tokio::time::timeout_at(deadline, client.request(out)).await {
+        let sent = async {
+            match &meta.h2 {
+                Some(slot) => shared.proxy.send_h2(slot, meta.addr, out).await,
+                None => shared
+                    .proxy
+                    .http1
+                    .request(out)
+                    .await
+                    .map_err(SendError::from_legacy),
+            }
+        };
+        match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => {
                 if shared.l7().passive_timeouts {
                     // A failure for outlier detection, not a failed connect (HAProxy's
@@ -372,7 +501,7 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
                 tracing::debug!(backend = %backend.name, server = %state.addr, "no response head in time");
                 return local(shared, LocalReply::Timeout, Some(stats));
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(SendError::Connect(e))) => {
                 state.report_connect_failure();
                 tracing::debug!(backend = %backend.name, server = %state.addr, error = %e, "connect failed");
                 tried.push(i);
@@ -382,12 +511,12 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
                 }
                 return local(shared, LocalReply::ConnectFailed, Some(stats));
             }
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Failed { client_side, error })) => {
                 // The client's own body failing (an aborted upload) says nothing of the server.
-                if !caused_by_client(&e) {
+                if !client_side {
                     state.report_reset();
                 }
-                tracing::debug!(backend = %backend.name, server = %state.addr, error = ?e, "backend failed");
+                tracing::debug!(backend = %backend.name, server = %state.addr, error = %error, "backend failed");
                 return local(shared, LocalReply::BadGateway, Some(stats));
             }
             Ok(Ok(resp)) => break (resp, i, active),

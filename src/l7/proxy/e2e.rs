@@ -76,6 +76,9 @@ async fn answer(
     }
     let version = format!("{:?}", req.version());
     let mut desc = format!("port={port} path={path} version={version}\n");
+    if let Some(a) = req.uri().authority() {
+        desc.push_str(&format!("authority: {a}\n"));
+    }
     for name in [
         "host",
         "x-forwarded-for",
@@ -411,6 +414,9 @@ async fn h2_backend_by_label() {
             got.body
         );
         assert!(got.body.contains("body=3"), "{}", got.body);
+        // The client's host travels as `:authority`, without a second `Host`.
+        assert!(got.body.contains("authority: x.example\n"), "{}", got.body);
+        assert!(!got.body.contains("host:"), "{}", got.body);
     }
 }
 
