@@ -394,12 +394,14 @@ impl<H: Handler> Edge<H> {
         self.ports.retain(|port, l| {
             let keep = want.get(port) == Some(&l.addr);
             if !keep {
-                tracing::info!(port, addr = %l.addr, "l7: service port listener closed");
+                tracing::debug!(port, addr = %l.addr, "l7: service port listener closed");
                 l.token.cancel();
                 closing.push(l.task.take());
             }
             keep
         });
+        let closed = closing.len();
+        let mut opened = 0usize;
         // Their sockets close when the accept loops end (promptly: they wait on the token):
         // a port that moves to another address, or comes back at once, can then bind again.
         for task in closing.into_iter().flatten() {
@@ -418,8 +420,9 @@ impl<H: Handler> Edge<H> {
                     if self.failing.remove(&port).is_some() {
                         tracing::info!(port, %addr, "l7: service port bound after earlier failures");
                     } else {
-                        tracing::info!(port, %addr, "l7: service port listener opened");
+                        tracing::debug!(port, %addr, "l7: service port listener opened");
                     }
+                    opened += 1;
                     let token = self.listeners_token.child_token();
                     let task = self.spawn_listener(listener, Frontend::Port(port), token.clone());
                     self.ports.insert(
@@ -439,6 +442,15 @@ impl<H: Handler> Edge<H> {
                     }
                 }
             }
+        }
+        if opened + closed > 0 {
+            tracing::info!(
+                opened,
+                closed,
+                listening = self.ports.len(),
+                failing = self.failing.len(),
+                "l7: service port listeners reconciled"
+            );
         }
     }
 

@@ -39,7 +39,10 @@ impl Handler for Stub {
     ) -> impl Future<Output = Response<proxy::Body>> + Send + 'static {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let path = req.uri().path().to_string();
-        async move {
+        if path == "/echo" {
+            return futures_util::future::Either::Left(upgrade_to_echo(req));
+        }
+        futures_util::future::Either::Right(async move {
             if path == "/slow" {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
@@ -49,8 +52,38 @@ impl Handler for Stub {
                     .map_err(|never| match never {})
                     .boxed(),
             )
-        }
+        })
     }
+}
+
+/// Answers 101 and echoes the upgraded stream (what a WebSocket tunnel does to the edge).
+async fn upgrade_to_echo(mut req: Request<Incoming>) -> Response<proxy::Body> {
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on.await else { return };
+        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(
+        http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    r.headers_mut().insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("echo"),
+    );
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    r
 }
 
 fn config() -> Config {
@@ -846,4 +879,47 @@ async fn run_follows_snapshots_without_restarting_listeners() {
         .expect("run returns at shutdown")
         .expect("task")
         .expect("run ok");
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_is_opaque_and_keeps_its_slot() {
+    let mut config = config();
+    config.l7.max_connections = 1;
+    config.l7.idle_timeout = Duration::from_millis(300);
+    let run = Running::start(&config);
+    let mut ws = connect(run.http()).await;
+    ws.write_all(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(read_reply(&mut ws).await.expect("101").status, 101);
+    // Bytes that would be a conflicting head on HTTP/1 are tunnel data now; the tunnel
+    // outlives l7.idle_timeout (no HTTP request is in flight, but it is not HTTP any more).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let data = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    ws.write_all(data).await.expect("write");
+    let mut echoed = vec![0u8; data.len()];
+    tokio::time::timeout(Duration::from_secs(2), ws.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&echoed[..], &data[..]);
+
+    // The tunnel holds the only slot.
+    let mut next = connect(run.http()).await;
+    next.write_all(b"GET /n HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 16];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next.read(&mut buf))
+            .await
+            .is_err(),
+        "waits while the tunnel is open"
+    );
+    drop(ws);
+    let r = read_reply(&mut next)
+        .await
+        .expect("served after the tunnel closed");
+    assert_eq!(r.body, "Http tls=false /n");
+    run.stop().await;
 }
