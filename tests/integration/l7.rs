@@ -14,8 +14,9 @@ mod routing;
 mod tls;
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -284,6 +285,8 @@ pub struct Edge {
     pub f: Ferryman,
     /// The bound `l7.http` address (the harness binds it to 127.0.0.1:0).
     pub http: SocketAddr,
+    /// Its socket's inode (see [`Edge::http_listener_kept`]).
+    http_inode: u64,
     /// `l7.https`, when the test set it.
     pub https: Option<SocketAddr>,
 }
@@ -299,19 +302,29 @@ impl Edge {
         );
         let f = Ferryman::start_with(&config, &[("apps.json", apps.to_string().as_bytes())]);
         f.wait_ready(ROUTE_WITHIN).await;
-        let http = listener_addr(&f, &HTTP_LISTENER).await.unwrap_or_else(|| {
-            panic!(
-                "no log line gives the l7.http address; stderr:\n{}",
-                f.logs()
-            )
-        });
         let https = toml::from_str::<toml::Table>(&config).ok().and_then(|t| {
             t.get("l7")?
                 .get("https")?
                 .as_str()
                 .and_then(|s| s.parse().ok())
         });
-        Edge { f, http, https }
+        let (http, http_inode) = find_http_listener(&f, https, apps).await;
+        Edge {
+            f,
+            http,
+            http_inode,
+            https,
+        }
+    }
+
+    /// Whether the `l7.http` listening socket found at start is still the one listening on its
+    /// address (never closed and bound again).
+    pub fn http_listener_kept(&self) -> bool {
+        let now: Vec<(SocketAddr, u64)> = listening_sockets(self.f.pid())
+            .into_iter()
+            .filter(|(a, _)| *a == self.http)
+            .collect();
+        now == [(self.http, self.http_inode)]
     }
 
     /// Replaces the apps file atomically (write a temporary file, rename it over).
@@ -372,46 +385,100 @@ pub async fn wait_for_at(
     );
 }
 
-/// What identifies the log line that gives a bound L7 listener's address.
-pub struct ListenerLine {
-    /// Every one of these is in the line.
-    pub all: &'static [&'static str],
-    /// None of these is.
-    pub none: &'static [&'static str],
-}
-
-/// The `l7.http` listener's start-up line (server.rs logs the bound address).
-pub const HTTP_LISTENER: ListenerLine = ListenerLine {
-    all: &["listening", "http"],
-    none: &["https", "admin", "dns", "service port", "port="],
-};
-
-/// The address in the first log line matching `which` (waits at most [`ROUTE_WITHIN`]).
-pub async fn listener_addr(f: &Ferryman, which: &ListenerLine) -> Option<SocketAddr> {
-    let deadline = Instant::now() + ROUTE_WITHIN;
-    loop {
-        let found = listener_lines(&f.logs(), which).into_iter().next();
-        if found.is_some() || Instant::now() >= deadline {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Every address logged by lines matching `which`, in order (one per bind).
-pub fn listener_lines(logs: &str, which: &ListenerLine) -> Vec<SocketAddr> {
-    logs.lines()
-        .filter(|l| which.all.iter().all(|w| l.contains(w)))
-        .filter(|l| !which.none.iter().any(|w| l.contains(w)))
-        .filter_map(first_addr)
+/// The listening IPv4 TCP sockets of process `pid`, with their socket inodes: the process's
+/// sockets from `/proc/<pid>/fd`, their state and address from `/proc/<pid>/net/tcp`. A socket
+/// that keeps its inode was never closed and bound again.
+pub fn listening_sockets(pid: u32) -> Vec<(SocketAddr, u64)> {
+    let inodes: BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let link = std::fs::read_link(entry.path()).ok()?;
+            link.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // st 0A = TCP_LISTEN.
+            if f.get(3) != Some(&"0A") {
+                return None;
+            }
+            let inode: u64 = f.get(9)?.parse().ok()?;
+            if !inodes.contains(&inode) {
+                return None;
+            }
+            let (ip, port) = f.get(1)?.split_once(':')?;
+            // The address is the in-memory (network order) u32 printed as a host (little
+            // endian, x86 and arm64) number.
+            let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_le_bytes());
+            let port = u16::from_str_radix(port, 16).ok()?;
+            Some((SocketAddr::new(ip.into(), port), inode))
+        })
         .collect()
 }
 
-/// The first `IPv4:port` in `line`.
-fn first_addr(line: &str) -> Option<SocketAddr> {
-    line.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-        .filter(|w| w.contains('.') && w.contains(':'))
-        .find_map(|w| w.trim_matches(|c| c == ':' || c == '.').parse().ok())
+/// Every service port `apps` names (Marathon `portDefinitions`, `ports`, Docker
+/// `portMappings`, `HAPROXY_{n}_PORT` labels): the listeners that are not the vhost router's.
+fn service_ports(apps: &Value) -> BTreeSet<u16> {
+    let mut ports = BTreeSet::new();
+    let port = |v: &Value| v.as_u64().and_then(|p| u16::try_from(p).ok());
+    for app in apps["apps"].as_array().into_iter().flatten() {
+        for d in app["portDefinitions"].as_array().into_iter().flatten() {
+            ports.extend(port(&d["port"]));
+        }
+        for p in app["ports"].as_array().into_iter().flatten() {
+            ports.extend(port(p));
+        }
+        let mappings = &app["container"]["docker"]["portMappings"];
+        for m in mappings.as_array().into_iter().flatten() {
+            ports.extend(port(&m["servicePort"]));
+        }
+        for (k, v) in app["labels"].as_object().into_iter().flatten() {
+            if k.starts_with("HAPROXY_") && k.ends_with("_PORT") {
+                ports.extend(v.as_str().and_then(|v| v.parse::<u16>().ok()));
+            }
+        }
+    }
+    ports
+}
+
+/// The `l7.http` listener of `f` (bound to 127.0.0.1:0 by the harness, and not logged): the
+/// one listening socket of the process that is not admin, DNS, `l7.https` or a service port of
+/// `apps`. Waits at most [`ROUTE_WITHIN`] for it to be the only one.
+async fn find_http_listener(
+    f: &Ferryman,
+    https: Option<SocketAddr>,
+    apps: &Value,
+) -> (SocketAddr, u64) {
+    let mut known = service_ports(apps);
+    known.extend([f.admin.port(), f.dns.port()]);
+    known.extend(https.map(|a| a.port()));
+    let deadline = Instant::now() + ROUTE_WITHIN;
+    loop {
+        let candidates: Vec<(SocketAddr, u64)> = listening_sockets(f.pid())
+            .into_iter()
+            .filter(|(a, _)| !known.contains(&a.port()))
+            .collect();
+        if let [one] = candidates[..] {
+            return one;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cannot tell the l7.http listener among {candidates:?} (known ports {known:?}); \
+             stderr:\n{}",
+            f.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 // === HTTP client ===
@@ -685,20 +752,28 @@ fn wrk_summary_is_parsed() {
 }
 
 #[test]
-fn listener_lines_pick_the_http_address() {
-    let logs = "INFO ferryman: admin listening on 127.0.0.1:9\n\
-                INFO ferryman::l7::server: l7 https listening on 127.0.0.1:8\n\
-                INFO ferryman::l7::server: l7 http listening on 127.0.0.1:7\n";
+fn service_ports_of_apps() {
+    let apps = json!({"apps": [
+        {"portDefinitions": [{"port": 10000}], "labels": {"HAPROXY_0_PORT": "10001"}},
+        {"ports": [10002], "container": {"docker": {"portMappings": [{"servicePort": 10003}]}},
+         "labels": {"HAPROXY_DEPLOYMENT_ALT_PORT": "10004", "HAPROXY_1_PORT": "abc"}},
+    ]});
     assert_eq!(
-        listener_lines(logs, &HTTP_LISTENER),
-        vec!["127.0.0.1:7".parse::<SocketAddr>().unwrap()]
-    );
-    assert_eq!(
-        first_addr("listening addr=127.0.0.1:4242."),
-        Some("127.0.0.1:4242".parse().unwrap())
+        service_ports(&apps).into_iter().collect::<Vec<_>>(),
+        vec![10000, 10001, 10002, 10003, 10004]
     );
 }
 
+#[test]
+fn listening_sockets_of_this_process() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("address");
+    let found = listening_sockets(std::process::id());
+    assert!(
+        found.iter().any(|(a, _)| *a == addr),
+        "{addr} not in {found:?}"
+    );
+}
 /// Sum of the samples of metric `name` whose labels contain every `label="value"` of `with`.
 pub fn metric_sum(metrics: &str, name: &str, with: &[(&str, &str)]) -> f64 {
     metrics
