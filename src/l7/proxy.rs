@@ -37,7 +37,7 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -429,11 +429,13 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
     } else {
         Version::HTTP_11
     };
-    let deadline = tokio::time::Instant::from_std(
+    let timeout = shared.l7().request_timeout;
+    let mut deadline = tokio::time::Instant::from_std(
         start
-            .checked_add(shared.l7().request_timeout)
+            .checked_add(timeout)
             .unwrap_or(start + std::time::Duration::from_secs(86_400)),
     );
+    let mut progress: Option<Arc<Progress>> = None;
 
     let mut tried: Vec<usize> = Vec::new();
     let (resp, server, active) = loop {
@@ -471,7 +473,14 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
             return local(shared, LocalReply::BadGateway, Some(stats));
         };
         let req_body = match body.take() {
-            Some(b) => ReqBody::stream(b, state.clone(), stats.clone()),
+            Some(b) => {
+                let p = Arc::new(Progress {
+                    start,
+                    last_ms: AtomicU64::new(0),
+                });
+                progress = Some(p.clone());
+                ReqBody::stream(b, state.clone(), stats.clone(), p)
+            }
             None => ReqBody::empty(),
         };
         let mut out = Request::new(req_body);
@@ -491,7 +500,25 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
                     .map_err(SendError::from_legacy),
             }
         };
-        match tokio::time::timeout_at(deadline, sent).await {
+        let mut sent = std::pin::pin!(sent);
+        let outcome = loop {
+            match tokio::time::timeout_at(deadline, &mut sent).await {
+                Ok(r) => break Ok(r),
+                Err(elapsed) => {
+                    // The timeout counts from the last byte of the client's body.
+                    let next = progress
+                        .as_ref()
+                        .and_then(|p| p.last().checked_add(timeout));
+                    match next {
+                        Some(next) if next > deadline.into_std() => {
+                            deadline = tokio::time::Instant::from_std(next);
+                        }
+                        _ => break Err(elapsed),
+                    }
+                }
+            }
+        };
+        match outcome {
             Err(_) => {
                 if shared.l7().passive_timeouts {
                     // A failure for outlier detection, not a failed connect (HAProxy's
@@ -1175,7 +1202,28 @@ impl Drop for ServerActive {
 
 /// The body sent to a backend: the client's streamed body, counted, or nothing.
 struct ReqBody {
-    inner: Option<(Incoming, Arc<BackendState>, Arc<BackendStats>)>,
+    inner: Option<Upload>,
+}
+
+struct Upload {
+    body: Incoming,
+    state: Arc<BackendState>,
+    stats: Arc<BackendStats>,
+    progress: Arc<Progress>,
+}
+
+/// When the client's body last moved: the response-head timeout runs from then, so that a
+/// long upload that keeps moving is not cut off.
+struct Progress {
+    start: Instant,
+    /// Milliseconds from `start` to the last body frame.
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn last(&self) -> Instant {
+        self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
 }
 
 impl ReqBody {
@@ -1183,9 +1231,19 @@ impl ReqBody {
         ReqBody { inner: None }
     }
 
-    fn stream(body: Incoming, state: Arc<BackendState>, stats: Arc<BackendStats>) -> ReqBody {
+    fn stream(
+        body: Incoming,
+        state: Arc<BackendState>,
+        stats: Arc<BackendStats>,
+        progress: Arc<Progress>,
+    ) -> ReqBody {
         ReqBody {
-            inner: Some((body, state, stats)),
+            inner: Some(Upload {
+                body,
+                state,
+                stats,
+                progress,
+            }),
         }
     }
 }
@@ -1198,29 +1256,31 @@ impl HttpBody for ReqBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let Some((body, state, stats)) = &mut self.get_mut().inner else {
+        let Some(up) = &mut self.get_mut().inner else {
             return Poll::Ready(None);
         };
-        let polled = Pin::new(body).poll_frame(cx);
+        let polled = Pin::new(&mut up.body).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
             let n = data.len() as u64;
-            state.bytes_in.fetch_add(n, Ordering::Relaxed);
-            stats.add_bytes(n, 0);
+            up.state.bytes_in.fetch_add(n, Ordering::Relaxed);
+            up.stats.add_bytes(n, 0);
+            let ms = up.progress.start.elapsed().as_millis();
+            up.progress
+                .last_ms
+                .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_none_or(|(b, _, _)| b.is_end_stream())
+        self.inner.as_ref().is_none_or(|u| u.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Some((b, _, _)) => b.size_hint(),
+            Some(u) => u.body.size_hint(),
             None => SizeHint::with_exact(0),
         }
     }

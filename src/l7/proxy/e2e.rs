@@ -636,3 +636,33 @@ async fn passive_detection_counts_5xx_and_timeouts_when_configured() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_slow_upload_that_keeps_moving_is_not_cut_off() {
+    let b = backend().await;
+    let shared = shared_with(&[], &[b.port()], |c| {
+        c.l7.request_timeout = Duration::from_millis(400);
+    });
+    let e = edge(shared, Frontend::Port(10000)).await;
+    let mut s = TcpStream::connect(e).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
+        .await
+        .unwrap();
+    for part in [b"cd", b"ef"] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(part).await.unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("body=") {
+        let n = tokio::time::timeout(STEP, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("body=6"), "{got}");
+}
