@@ -9,6 +9,7 @@
 
 mod admin;
 mod bad_input;
+mod errors;
 mod load;
 mod routing;
 mod tls;

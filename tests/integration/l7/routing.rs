@@ -506,3 +506,78 @@ async fn http2_prior_knowledge_on_the_plain_listener() {
         .expect("curl");
     assert_eq!((r.status, r.version.as_str()), (200, "1.1"), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_template_labels_and_h2_backends() {
+    let plain = Backend::start("plain").await;
+    let internal = Backend::start("internal").await;
+    let port_group = Backend::start("port-group").await;
+    let h2 = Backend::start("h2-backend").await;
+    let list = apps(vec![
+        // Raw HAProxy templates cannot apply: warned about and counted, the app still served.
+        vhost_app(
+            "/templated",
+            "plain.example.com",
+            &[&plain],
+            json!({"HAPROXY_0_FRONTEND_HEAD": "frontend x\n", "HAPROXY_0_BACKEND_HEAD": "y"}),
+        ),
+        // Another Marathon-LB group: not this edge's.
+        app(
+            "/internal",
+            free_port(),
+            &[internal.port()],
+            json!({"HAPROXY_GROUP": "internal", "HAPROXY_0_VHOST": "internal.example.com"}),
+        ),
+        // The port's group takes precedence over the app's.
+        app(
+            "/port-group",
+            free_port(),
+            &[port_group.port()],
+            json!({"HAPROXY_GROUP": "internal", "HAPROXY_0_GROUP": "external",
+                   "HAPROXY_0_VHOST": "port-group.example.com"}),
+        ),
+        // HTTP/2 (prior knowledge) to this app's servers.
+        vhost_app(
+            "/h2",
+            "h2.example.com",
+            &[&h2],
+            json!({"FERRYMAN_L7_BACKEND_PROTOCOL": "h2"}),
+        ),
+    ]);
+    let edge = Edge::start("", "", &list).await;
+    edge.wait_backend("plain.example.com", "/", "plain").await;
+    edge.wait_backend("port-group.example.com", "/", "port-group")
+        .await;
+    let r = edge.get("internal.example.com", "/").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(internal.hits(), 0);
+
+    let e = edge.wait_backend("h2.example.com", "/", "h2-backend").await;
+    assert_eq!(e.expect_echo().version, "HTTP/2.0");
+    let e = edge.get("plain.example.com", "/").await.expect_echo();
+    assert_eq!(e.version, "HTTP/1.1");
+
+    let warned: Vec<String> = edge
+        .f
+        .logs()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("/templated"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warned.len(), 1, "warn once about /templated: {warned:?}");
+    assert!(
+        warned[0].contains("HAPROXY_0_FRONTEND_HEAD")
+            && warned[0].contains("HAPROXY_0_BACKEND_HEAD"),
+        "{warned:?}"
+    );
+    let metrics = edge.f.get("/metrics").await.body;
+    assert_eq!(
+        super::metric_sum(
+            &metrics,
+            "ferryman_l7_unsupported_labels",
+            &[("app", "/templated")]
+        ),
+        2.0,
+        "{metrics}"
+    );
+}
