@@ -115,7 +115,16 @@ pub async fn run(
     let mut snapshot = snapshots.load();
     loop {
         if snapshot.version > 0 {
-            let table = control.apply(&shared, &snapshot);
+            // Building a table parses every app's labels and may read certificate files: off
+            // the runtime's workers, which serve requests meanwhile.
+            let (shared2, snapshot2) = (shared.clone(), snapshot.clone());
+            let (back, table) = tokio::task::spawn_blocking(move || {
+                let table = control.apply(&shared2, &snapshot2);
+                (control, table)
+            })
+            .await
+            .context("l7 table build panicked")?;
+            control = back;
             checker.reconcile(&snapshot, &shared.config.l4, &shared.registry);
             edge.reconcile(&table).await;
         }
