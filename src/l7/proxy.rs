@@ -24,12 +24,14 @@
 //!    `HTTP_BACKEND_PROXYPASS_GLUE`, `HTTP_BACKEND_REVPROXY_GLUE`, `BACKEND_HTTP_OPTIONS`
 //!    (`X-Forwarded-*`), `BACKEND_HSTS_OPTIONS` and `BACKEND_STICKY_OPTIONS` applied.
 //!
-//! Forwarding uses pooled connections (hyper-util's legacy client: one pool speaking HTTP/1.1,
-//! one speaking HTTP/2 with prior knowledge), streams bodies both ways, relays `Upgrade`
-//! (WebSocket) tunnels, and retries idempotent requests without a body on another server when
-//! the connect fails (HAProxy's `retries` with `option redispatch`). Every failure is answered
-//! with a short text body and counted ([`LocalReply`]); nothing waits longer than
-//! `l7.request_timeout` for a response head.
+//! Forwarding uses pooled connections (HTTP/1.1: hyper-util's keep-alive pool; HTTP/2 with
+//! prior knowledge: one multiplexed connection per server, so that `:authority` is the
+//! client's host), streams bodies both ways, relays `Upgrade` (WebSocket) tunnels, and
+//! retries idempotent requests without a body on another server when the connect fails
+//! (`HAPROXY_HEAD`'s `retries 3` with `option redispatch`). Every failure is answered with a
+//! short text body and counted ([`LocalReply`]); nothing waits longer than
+//! `l7.request_timeout` for a response head (counted from the last byte of the client's body,
+//! so that a long upload is not cut off).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
