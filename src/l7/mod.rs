@@ -125,11 +125,13 @@ impl Shared {
             None => None,
         };
         let policy = crate::health::HealthPolicy::from_config(&config.l4);
+        let stats = stats::Stats::new();
+        stats.set_listeners(config.l7.http.is_some(), config.l7.https.is_some());
         Ok(Arc::new(Shared {
             table: ArcSwap::from_pointee(Table::empty()),
             registry: Registry::private(policy),
             proxy: proxy::Proxy::new(&config.l7),
-            stats: stats::Stats::new(),
+            stats,
             auth: auth::Verifier::new(),
             certs,
             config,
