@@ -13,9 +13,14 @@
 //! - `framing`: the guard hyper lacks against requests with both `Content-Length` and
 //!   `Transfer-Encoding`.
 //!
-//! What hyper enforces itself (tested below): an oversize request head (`max_header_size` =
-//! `l7.max_header_bytes`) or too many header fields (`l7.max_headers`) → 431 and close; a bad
-//! request line → 400 and close; a head not complete within `l7.header_read_timeout` → close.
+//! What hyper enforces itself (tested in `tests`): an oversize request head (`max_header_size`
+//! = `l7.max_header_bytes`) or too many header fields (`l7.max_headers`) → 431 and close; a
+//! bad request line or bad `Content-Length` → 400 and close; an HTTP/1 head not complete
+//! within `l7.header_read_timeout` → close (without a 408: hyper sends none). hyper starts that
+//! timer as soon as a response is done, so an idle HTTP/1 keep-alive connection lasts the
+//! smaller of `l7.header_read_timeout` and `l7.idle_timeout` (as HAProxy's
+//! `timeout http-keep-alive` defaults to `timeout http-request`). HTTP/2: a header list over
+//! `l7.max_header_bytes` → 431 for that stream (the h2 crate); no header count limit.
 
 mod conn;
 mod framing;

@@ -923,3 +923,31 @@ async fn an_upgraded_connection_is_opaque_and_keeps_its_slot() {
     assert_eq!(r.body, "Http tls=false /n");
     run.stop().await;
 }
+
+/// HTTP/2: a header list over `l7.max_header_bytes` is refused by the h2 layer with 431 for
+/// that stream; the connection and its other streams go on.
+#[tokio::test]
+async fn http2_oversize_header_list_gets_431() {
+    let mut config = config();
+    config.l7.max_header_bytes = 4096;
+    let run = Running::start(&config);
+    let io = hyper_util::rt::TokioIo::new(connect(run.http()).await);
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get("http://a/big")
+        .header("x-big", "b".repeat(8000))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 431);
+    let req = Request::get("http://a/small")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(run.calls(), 1, "only the small request reached the handler");
+    run.stop().await;
+}
