@@ -482,7 +482,9 @@ pub struct L7Config {
     pub max_header_bytes: usize,
     /// Header fields per request; more → 431.
     pub max_headers: usize,
-    /// Time to receive a whole request head (slowloris guard); then 408 and close.
+    /// Time to receive a whole request head (slowloris guard); then the connection is closed.
+    /// It also bounds keep-alive idle time between requests (hyper starts it when a response
+    /// ends), so idle connections close after the smaller of this and `idle_timeout`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Keep-alive idle time between requests on a client connection.

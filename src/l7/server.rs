@@ -357,6 +357,7 @@ impl<H: Handler> Edge<H> {
         };
         if let Some(addr) = l7.http {
             let listener = bind(addr).with_context(|| format!("l7.http {addr}: cannot listen"))?;
+            log_listening("http", &listener);
             edge.spawn_listener(listener, Frontend::Http, edge.listeners_token.clone());
         }
         if let Some(addr) = l7.https {
@@ -365,6 +366,7 @@ impl<H: Handler> Edge<H> {
                 "l7.https {addr}: no certificate store"
             );
             let listener = bind(addr).with_context(|| format!("l7.https {addr}: cannot listen"))?;
+            log_listening("https", &listener);
             edge.spawn_listener(listener, Frontend::Https, edge.listeners_token.clone());
         }
         Ok(edge)
@@ -516,6 +518,15 @@ fn builders(l7: &L7Config) -> (http1::Builder, http2::Builder<TokioExecutor>) {
         .max_concurrent_streams(H2_MAX_STREAMS)
         .max_header_list_size(u32::try_from(l7.max_header_bytes).unwrap_or(u32::MAX));
     (h1, h2)
+}
+
+/// Says where a vhost router listens (as admin and DNS do: with port 0 in tests, the log is
+/// where a client learns the port).
+fn log_listening(what: &str, listener: &TcpListener) {
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!("l7 {what} listening on {addr}"),
+        Err(e) => tracing::warn!(error = %e, "l7 {what}: no local address"),
+    }
 }
 
 /// A listening socket with `SO_REUSEADDR` (a restarted ferryman binds while old connections
