@@ -46,7 +46,7 @@ pub const SLOW_BACKEND: Duration = Duration::from_secs(5);
 /// An in-test HTTP/1.1 + h2c backend on 127.0.0.1 that answers every request with JSON naming
 /// itself and echoing the method, path and query, protocol version and every request header
 /// (repeated headers joined with `", "`). Paths beginning with `/slow` answer after
-/// [`SLOW_BACKEND`]. Counts the requests it received. Serves until the test's runtime ends.
+/// [`SLOW_BACKEND`]; paths beginning with `/302` answer 302 with `Location: /login`. Counts the requests it received. Serves until the test's runtime ends.
 pub struct Backend {
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
@@ -125,12 +125,15 @@ async fn echo(
         "backend": name, "method": method, "path": path, "version": version,
         "headers": headers, "body_len": body_len,
     });
-    let response = Response::builder()
+    let mut response = Response::builder()
         .header("content-type", "application/json")
-        .header("x-backend", name.as_str())
+        .header("x-backend", name.as_str());
+    if path.starts_with("/302") {
+        response = response.status(302).header("location", "/login");
+    }
+    Ok(response
         .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a valid response");
-    Ok(response)
+        .expect("a valid response"))
 }
 
 /// What a [`Backend`] saw, from its answer.

@@ -76,7 +76,14 @@ async fn paths_route_by_longest_prefix_and_proxypass_strips_its_prefix() {
             "/svc",
             host,
             &[&svc],
-            json!({"HAPROXY_0_PATH": "/svc", "HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH": "/svc"}),
+            json!({"HAPROXY_0_PATH": "/svc", "HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH": "/svc",
+                   "HAPROXY_0_HTTP_BACKEND_REVPROXY_PATH": "/svc/"}),
+        ),
+        vhost_app(
+            "/redir",
+            "redir.example.com",
+            &[&root],
+            json!({"HAPROXY_0_HTTP_BACKEND_REDIR": "/my/content"}),
         ),
     ]);
     let edge = Edge::start("", "", &list).await;
@@ -108,6 +115,23 @@ async fn paths_route_by_longest_prefix_and_proxypass_strips_its_prefix() {
         // The proxypass glue also sets Host to the vhost.
         assert_eq!(e.header("host"), Some(host), "{path}");
     }
+    // HTTP_BACKEND_REVPROXY_GLUE: `rspirep "^Location: (https?://{hostname}(:[0-9]+)?)?(/.*)"
+    // "Location: {rootpath}"` (upstream's template keeps the root path only).
+    let r = edge.get(host, "/svc/302").await;
+    assert_eq!(r.status, 302, "{r:?}");
+    assert_eq!(r.expect_echo().path, "/302");
+    assert_eq!(r.header("location"), Some("/svc/"), "{r:?}");
+    // A backend without the label keeps its Location.
+    let r = edge.get(host, "/302").await;
+    assert_eq!(r.header("location"), Some("/login"), "{r:?}");
+
+    // HTTP_BACKEND_REDIR: `redirect code 301 location {redirpath} if is_domain is_root`.
+    let r = edge
+        .wait_for("redir.example.com", "/", |r| r.status == 301)
+        .await;
+    assert_eq!(r.header("location"), Some("/my/content"), "{r:?}");
+    let r = edge.get("redir.example.com", "/my/content").await;
+    assert_eq!(r.expect_echo().path, "/my/content");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,6 +312,23 @@ async fn network_acl_refuses_clients_outside_the_networks() {
             u64::from(want == 200),
             "{host} from {source}: backend requests"
         );
+    }
+    // The ACL is on the connection's source (HAProxy's `src`), not on what a client claims.
+    for claim in [
+        ("x-forwarded-for", "127.0.0.1"),
+        ("forwarded", "for=127.0.0.1"),
+    ] {
+        let r = send(
+            edge.http,
+            Some(other),
+            "GET",
+            "one.example.com",
+            "/",
+            &[claim],
+        )
+        .await
+        .expect("answer");
+        assert_eq!(r.status, 403, "{claim:?} from {other}: {r:?}");
     }
 }
 
