@@ -9,7 +9,9 @@
 
 mod admin;
 mod bad_input;
+mod balance;
 mod errors;
+mod limits;
 mod load;
 mod routing;
 mod tls;
@@ -54,6 +56,11 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
+        Backend::start_with_status(name, 200).await
+    }
+
+    /// A backend whose answers carry `status` (500: a broken server).
+    pub async fn start_with_status(name: &str, status: u16) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a backend");
@@ -65,7 +72,7 @@ impl Backend {
                 let (name, hits) = (name_c.clone(), hits_c.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        echo(name.clone(), hits.clone(), req)
+                        echo(name.clone(), hits.clone(), status, req)
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -89,6 +96,7 @@ impl Backend {
 async fn echo(
     name: String,
     hits: Arc<AtomicU64>,
+    status: u16,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     hits.fetch_add(1, Ordering::SeqCst);
@@ -126,6 +134,7 @@ async fn echo(
         "headers": headers, "body_len": body_len,
     });
     let mut response = Response::builder()
+        .status(status)
         .header("content-type", "application/json")
         .header("x-backend", name.as_str());
     if path.starts_with("/302") {
