@@ -375,3 +375,50 @@ async fn a_slow_backend_does_not_block_other_requests() {
     }
     assert!(started.elapsed() >= super::SLOW_BACKEND - Duration::from_millis(500));
 }
+
+/// RFC 9113 8.3.1: a server SHOULD treat as malformed an HTTP/2 request whose `Host` differs
+/// from its `:authority`. Whatever it does, the backend must see the host the request was
+/// routed (and its ACL and auth checked) by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_host_and_authority_cannot_disagree() {
+    let public = Backend::start("public").await;
+    let private = Backend::start("private").await;
+    let list = apps(vec![
+        vhost_app("/public", "public.example.com", &[&public], json!({})),
+        vhost_app(
+            "/private",
+            "private.example.com",
+            &[&private],
+            json!({"HAPROXY_0_BACKEND_NETWORK_ALLOWED_ACL": "10.0.0.0/8"}),
+        ),
+    ]);
+    let edge = Edge::start("", "", &list).await;
+    edge.wait_backend("public.example.com", "/", "public").await;
+    let stream = TcpStream::connect(edge.http).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 prior knowledge");
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://public.example.com/h2")
+        .header("host", "private.example.com")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("an answer in time");
+    assert_eq!(private.hits(), 0, "routed past the private vhost's ACL");
+    if let Ok(resp) = resp
+        && resp.status() == 200
+    {
+        use http_body_util::BodyExt;
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("echo");
+        assert_eq!(
+            v["headers"]["host"], "public.example.com",
+            "the backend of public.example.com saw another Host: {v}"
+        );
+    }
+}
