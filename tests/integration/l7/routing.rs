@@ -622,3 +622,86 @@ async fn groups_template_labels_and_h2_backends() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enabled_balance_weight_and_path_lists() {
+    let off = Backend::start("off").await;
+    let (src1, src2, src3) = (
+        Backend::start("src-1").await,
+        Backend::start("src-2").await,
+        Backend::start("src-3").await,
+    );
+    let heavy = Backend::start("heavy").await;
+    let light = Backend::start("light").await;
+    let multi = Backend::start("multi").await;
+    let catch = Backend::start("catch").await;
+    let list = apps(vec![
+        vhost_app(
+            "/off",
+            "off.example.com",
+            &[&off],
+            json!({"HAPROXY_0_ENABLED": "false"}),
+        ),
+        vhost_app(
+            "/source",
+            "source.example.com",
+            &[&src1, &src2, &src3],
+            json!({"HAPROXY_0_BALANCE": "source"}),
+        ),
+        // BACKEND_WEIGHT orders routes before path length: the weighted catch-all wins.
+        vhost_app(
+            "/heavy",
+            "weight.example.com",
+            &[&heavy],
+            json!({"HAPROXY_0_BACKEND_WEIGHT": "10"}),
+        ),
+        vhost_app(
+            "/light",
+            "weight.example.com",
+            &[&light],
+            json!({"HAPROXY_0_PATH": "/light"}),
+        ),
+        // Several path_beg prefixes, case-insensitive with -i.
+        vhost_app(
+            "/multi",
+            "paths.example.com",
+            &[&multi],
+            json!({"HAPROXY_0_PATH": "-i /One /two"}),
+        ),
+        vhost_app("/catch", "paths.example.com", &[&catch], json!({})),
+    ]);
+    let edge = Edge::start("", "", &list).await;
+    edge.wait_for("source.example.com", "/", |r| r.status == 200)
+        .await;
+    assert_eq!(edge.get("off.example.com", "/").await.status, 503);
+    assert_eq!(off.hits(), 0);
+
+    // `balance source`: one client address, one server.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        seen.insert(
+            edge.get("source.example.com", "/")
+                .await
+                .expect_echo()
+                .backend,
+        );
+    }
+    assert_eq!(seen.len(), 1, "balance source spread one client: {seen:?}");
+
+    for path in ["/", "/light", "/light/x"] {
+        let e = edge.get("weight.example.com", path).await.expect_echo();
+        assert_eq!(e.backend, "heavy", "{path}");
+    }
+    assert_eq!(light.hits(), 0);
+
+    for (path, backend) in [
+        ("/one/a", "multi"),
+        ("/ONE", "multi"),
+        ("/Two/b", "multi"),
+        ("/three", "catch"),
+        ("/", "catch"),
+    ] {
+        let e = edge.get("paths.example.com", path).await.expect_echo();
+        assert_eq!(e.backend, backend, "{path}");
+    }
+}

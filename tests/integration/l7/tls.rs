@@ -121,6 +121,11 @@ async fn sni_picks_the_certificate_and_alpn_offers_h2() {
             "{name}: {r:?}"
         );
     }
+    // Names are case-insensitive, in SNI as in Host.
+    let r = curl_tls(&tls, https, "A.Example.COM", "/", &[]).await;
+    assert_eq!((r.code, r.status), (0, 200), "{r:?}");
+    assert_eq!(r.subject(), Some("CN=a.example.com"), "{r:?}");
+    assert!(r.body.contains("\"backend\":\"a\""), "{r:?}");
     // An unknown name gets the default certificate (and no route: 503).
     let r = curl_tls(&tls, https, "c.example.com", "/", &["-k"]).await;
     assert_eq!(r.subject(), Some("CN=default.example.net"), "{r:?}");
@@ -230,6 +235,24 @@ async fn a_replaced_certificate_is_served_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A certificate file added to [l7.tls] dir is served too.
+    let more = Certs::generate(&["c.example.com"]);
+    std::fs::copy(
+        more.path("c.example.com.pem"),
+        tls.certs.path("dir").join("c.example.com.pem"),
+    )
+    .expect("add to the dir");
+    loop {
+        let r = curl_tls(&tls, https, "c.example.com", "/", &["-k"]).await;
+        if r.subject() == Some("CN=c.example.com") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline + super::ROUTE_WITHIN,
+            "a certificate added to the dir is not served: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         edge.http_listener_kept(),
         "the l7.http listening socket was replaced"
@@ -239,4 +262,49 @@ async fn a_replaced_certificate_is_served_without_a_restart() {
         .filter(|(a, _)| *a == https)
         .collect();
     assert_eq!(https_sockets.len(), 1, "{https_sockets:?}");
+}
+
+/// Marathon-LB routes its TLS frontend by SNI (`HTTPS_FRONTEND_ACL`: `use_backend {backend}
+/// if { ssl_fc_sni {hostname} }`), so a connection opened for a.example.com never reaches
+/// b.example.com's backend, whatever Host it sends (RFC 9110 15.5.20: 421 Misdirected
+/// Request is the answer for a request the connection's server is not authoritative for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_for_one_name_cannot_reach_another_vhost() {
+    if crate::harness::tool("curl").is_none() {
+        return;
+    }
+    let tls = tls_setup();
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let list = apps(vec![
+        vhost_app(
+            "/a",
+            "a.example.com",
+            &[&a],
+            json!({"HAPROXY_0_SSL_CERT": tls.certs.path("a.example.com.pem")}),
+        ),
+        vhost_app("/b", "b.example.com", &[&b], json!({})),
+    ]);
+    let edge = Edge::start(&tls.l7_keys, &tls.sections, &list).await;
+    let https = edge.https.expect("https");
+    wait_tls(&tls, &edge, "b.example.com", &[]).await;
+    let before = b.hits();
+    for version in ["--http1.1", "--http2"] {
+        let r = curl_tls(
+            &tls,
+            https,
+            "a.example.com",
+            "/fronted",
+            &[version, "-H", "Host: b.example.com"],
+        )
+        .await;
+        assert!(
+            r.status == 421 || (r.status == 200 && r.body.contains("\"backend\":\"a\"")),
+            "SNI a.example.com with Host b.example.com ({version}): {r:?}"
+        );
+    }
+    assert_eq!(
+        b.hits(),
+        before,
+        "b.example.com reached through a.example.com's TLS"
+    );
 }
