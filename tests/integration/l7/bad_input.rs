@@ -32,6 +32,23 @@ async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (String, bool) {
     (String::from_utf8_lossy(&got).into_owned(), closed)
 }
 
+/// Reads from `s` until what was read contains `needle`, EOF or `within`; what was read.
+async fn read_until(s: &mut TcpStream, needle: &str, within: Duration) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&got).contains(needle) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 fn status_of(answer: &str) -> Option<u16> {
     answer.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
@@ -150,6 +167,39 @@ async fn malformed_requests_are_refused_and_never_reach_a_backend() {
         "pipelined answers: {answer:?}"
     );
     assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer:?}");
+
+    // HTTP/1.0 is answered, and the connection closed after the answer.
+    let (answer, closed) = raw_exchange(
+        edge.http,
+        b"GET /ten HTTP/1.0\r\nHost: v.example.com\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.contains(" 200 ") && answer.contains("/ten") && closed,
+        "{answer:?}"
+    );
+
+    // Expect: 100-continue gets its 100 (or the final answer) without the body being sent.
+    let mut s = TcpStream::connect(edge.http).await.expect("connect");
+    s.write_all(
+        b"POST /expect HTTP/1.1\r\nHost: v.example.com\r\nContent-Length: 5\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("an interim or final answer to Expect: 100-continue")
+        .expect("read");
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 100"), "{first:?}");
+    s.write_all(b"hello").await.expect("body");
+    let rest = read_until(&mut s, "\"body_len\":5", Duration::from_secs(5)).await;
+    assert!(
+        rest.contains(" 200 ") && rest.contains("\"body_len\":5"),
+        "{first}{rest}"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

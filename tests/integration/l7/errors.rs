@@ -243,3 +243,62 @@ async fn bodies_stream_through_the_edge() {
     assert_eq!(v["body_len"], SIZE, "{v}");
     assert_eq!(v["method"], "POST");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_finish_when_their_app_goes_and_on_shutdown() {
+    let b = Backend::start("leaving").await;
+    let stay = Backend::start("staying").await;
+    let sp = free_port();
+    let leaving = app(
+        "/leaving",
+        sp,
+        &[b.port()],
+        json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "leaving.example.com"}),
+    );
+    let staying = vhost_app("/staying", "staying.example.com", &[&stay], json!({}));
+    let mut edge = Edge::start("", "", &apps(vec![leaving, staying.clone()])).await;
+    edge.wait_backend("leaving.example.com", "/", "leaving")
+        .await;
+    let port_addr: std::net::SocketAddr = format!("127.0.0.1:{sp}").parse().unwrap();
+    super::wait_for_at(port_addr, "x", "/", |r| r.status == 200, &edge.f).await;
+
+    // Slow requests through the vhost router and through the app's own service port.
+    let started = Instant::now();
+    let (http, host) = (edge.http, "leaving.example.com");
+    let via_vhost = tokio::spawn(super::send(http, None, "GET", host, "/slow/v", &[]));
+    let via_port = tokio::spawn(super::send(port_addr, None, "GET", host, "/slow/p", &[]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The app is removed (its route and its service-port listener go) while they run.
+    edge.set_apps(&apps(vec![staying]));
+    edge.wait_for("leaving.example.com", "/", |r| r.status == 503)
+        .await;
+    for (what, task) in [("vhost", via_vhost), ("service port", via_port)] {
+        let r = task
+            .await
+            .expect("task")
+            .unwrap_or_else(|e| panic!("{what}: in-flight request dropped: {e}"));
+        assert_eq!(r.status, 200, "{what}: {r:?}");
+    }
+    assert!(started.elapsed() >= super::SLOW_BACKEND - Duration::from_millis(600));
+
+    // SIGTERM: a request in flight is finished before the process exits.
+    let in_flight = tokio::spawn(super::send(
+        http,
+        None,
+        "GET",
+        "staying.example.com",
+        "/slow/shutdown",
+        &[],
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = tokio::task::block_in_place(|| edge.f.terminate(Duration::from_secs(30)));
+    let r = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight request is answered during shutdown");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after a graceful shutdown: {status:?}"
+    );
+}
