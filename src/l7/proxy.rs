@@ -31,7 +31,10 @@
 //! (`HAPROXY_HEAD`'s `retries 3` with `option redispatch`). Every failure is answered with a
 //! short text body and counted ([`LocalReply`]); nothing waits longer than
 //! `l7.request_timeout` for a response head (counted from the last byte of the client's body,
-//! so that a long upload is not cut off).
+//! so that a long upload is not cut off), nor for the next piece of a streamed body in either
+//! direction once it started ([`Idle`], HAProxy's `timeout server`/`timeout client`, which
+//! Marathon-LB sets to 50 s and which also apply while a body streams): a stalled body is
+//! aborted, never left hanging nor completed as if whole.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -42,7 +45,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -64,8 +67,14 @@ use super::{ConnInfo, Frontend, Shared, Table};
 use crate::config::{BackendProtocol, L7Config};
 use crate::health::BackendState;
 
-/// Response body of the proxy (a backend's streamed body or a short local answer).
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// The error of a [`Body`]: hyper's, or [`Stalled`] (hyper's server takes any error that
+/// converts into this).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Response body of the proxy (a backend's streamed body or a short local answer). An error
+/// aborts the client's stream: HTTP/1.1 closes the connection (a truncated body is never
+/// completed with a final chunk), HTTP/2 resets the stream.
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Marathon-LB's sticky cookie (`BACKEND_STICKY_OPTIONS`: `cookie mesosphere_server_id insert
 /// indirect nocache`).
@@ -83,7 +92,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// Backend connections idle longer than this are closed (HAProxy closes idle server
 /// connections too; backends usually time out around 60 s, and reusing a connection the
 /// backend is closing fails the request).
-const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// Backend connection pools and the settings of the request path.
 pub struct Proxy {
@@ -91,7 +100,7 @@ pub struct Proxy {
     http1: Client<HttpConnector, ReqBody>,
     /// HTTP/2 servers get one multiplexed connection each ([`H2Conn`], in [`ServerMeta`]),
     /// opened within this time.
-    connect_timeout: std::time::Duration,
+    connect_timeout: Duration,
     /// Per-server values derived from the current table (authorities, sticky cookies), built
     /// on the first request that sees a new table.
     derived: ArcSwapOption<Derived>,
@@ -396,14 +405,24 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
         strip_cookie(&mut parts.headers, STICKY_COOKIE);
     }
     add_forwarded(&mut parts.headers, conn, host.as_ref());
-    // The client's host: HTTP/1.1 `Host` (from an HTTP/2 client's `:authority`), or HTTP/2
+    // HTTP_BACKEND_PROXYPASS_GLUE: `http-request set-header Host {hostname}`: with a proxypass
+    // path the servers see the app's vhost, whichever host the client used (without a vhost
+    // upstream would send `Host: None`; the client's host is kept instead).
+    let proxypass_host = backend
+        .proxypass_path
+        .as_ref()
+        .and(backend.hostname.as_deref())
+        .and_then(|h| HeaderValue::from_str(h).ok());
+    let upstream_host = proxypass_host.as_ref().or(host.as_ref());
+    // That host as HTTP/1.1 `Host` (from an HTTP/2 client's `:authority`), or HTTP/2
     // `:authority` (from a `Host`, which is then dropped: both would have to agree).
     let h2_authority = if h2_backend {
         parts.headers.remove(header::HOST);
-        host.as_ref()
-            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        upstream_host.and_then(|h| Authority::try_from(h.as_bytes()).ok())
     } else {
-        if !parts.headers.contains_key(header::HOST)
+        if let Some(h) = proxypass_host.clone() {
+            parts.headers.insert(header::HOST, h);
+        } else if !parts.headers.contains_key(header::HOST)
             && let Some(h) = &host
         {
             parts.headers.insert(header::HOST, h.clone());
@@ -416,8 +435,6 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        // HTTP_BACKEND_PROXYPASS_GLUE also sets `Host` to the app's vhost; the vhost routers
-        // already carry it, and on a service port the client's `Host` is kept.
         match backend.proxypass_path.as_deref() {
             Some(prefix) => match proxypass(orig.as_str(), prefix) {
                 Some(p) => PathAndQuery::from_maybe_shared(Bytes::from(p)).unwrap_or(orig),
@@ -435,7 +452,7 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
     let mut deadline = tokio::time::Instant::from_std(
         start
             .checked_add(timeout)
-            .unwrap_or(start + std::time::Duration::from_secs(86_400)),
+            .unwrap_or(start + Duration::from_secs(86_400)),
     );
     let mut progress: Option<Arc<Progress>> = None;
 
@@ -481,7 +498,7 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
                     last_ms: AtomicU64::new(0),
                 });
                 progress = Some(p.clone());
-                ReqBody::stream(b, state.clone(), stats.clone(), p)
+                ReqBody::stream(b, state.clone(), stats.clone(), p, timeout)
             }
             None => ReqBody::empty(),
         };
@@ -591,7 +608,7 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
     rparts.version = client_version;
     strip_hop_by_hop(&mut rparts.headers, false);
     if let Some(root) = backend.revproxy_path.as_deref() {
-        rewrite_location(&mut rparts.headers, host_str.map(host_without_port), root);
+        rewrite_location(&mut rparts.headers, backend.hostname.as_deref(), root);
     }
     if backend.use_hsts {
         rparts
@@ -622,6 +639,8 @@ async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> 
             _request,
             active,
         },
+        idle: Idle::new(timeout),
+        passive_timeouts: shared.l7().passive_timeouts,
     };
     Response::from_parts(rparts, BoxBody::new(body))
 }
@@ -673,11 +692,14 @@ fn admit(
         return Some(resp);
     }
 
-    // 5. HTTP_BACKEND_REDIR: `redirect code 301 location <path> if is_domain is_root`.
-    // Upstream also requires `Host` to be the app's (first) vhost; requests reach this
-    // backend through its vhosts or its own service port, so only the root test is kept.
+    // 5. HTTP_BACKEND_REDIR: `redirect code 301 location <path> if is_domain is_root`, with
+    // `is_domain`: `hdr(host) -i {hostname}` (the app's first vhost; never true without one).
+    // The port of `Host` is ignored here (`app.example:80` is the same domain), as routing
+    // ignores it.
     if let Some(root) = &backend.redirect_root
         && req.uri().path() == "/"
+        && let (Some(host), Some(domain)) = (host_str, backend.hostname.as_deref())
+        && host_without_port(host).eq_ignore_ascii_case(domain)
     {
         return Some(redirect(shared, stats, StatusCode::MOVED_PERMANENTLY, root));
     }
@@ -870,8 +892,8 @@ fn proxypass(pq: &str, prefix: &str) -> Option<String> {
 
 /// `HTTP_BACKEND_REVPROXY_GLUE`: `rspirep "^Location: (https?://{hostname}(:[0-9]+)?)?(/.*)"
 /// "Location: {rootpath}"`: a `Location` that is an absolute path, or a URL at the app's host,
-/// becomes `rootpath` (the template drops the rest of the path). `hostname` is the app's vhost;
-/// here the host the client asked for, which is that vhost on the vhost routers.
+/// becomes `rootpath` (the template drops the rest of the path). `hostname` is the app's first
+/// vhost ([`Backend::hostname`]), whichever host the client asked for.
 fn revproxy_location(location: &[u8], hostname: Option<&str>) -> bool {
     let rest = if location.first() == Some(&b'/') {
         location
@@ -1212,6 +1234,9 @@ struct Upload {
     state: Arc<BackendState>,
     stats: Arc<BackendStats>,
     progress: Arc<Progress>,
+    /// A client that stops sending its body mid-way is cut off after `l7.request_timeout`
+    /// (the backend would otherwise hold the request open until its own timeout).
+    idle: Idle,
 }
 
 /// When the client's body last moved: the response-head timeout runs from then, so that a
@@ -1224,7 +1249,7 @@ struct Progress {
 
 impl Progress {
     fn last(&self) -> Instant {
-        self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -1238,6 +1263,7 @@ impl ReqBody {
         state: Arc<BackendState>,
         stats: Arc<BackendStats>,
         progress: Arc<Progress>,
+        timeout: Duration,
     ) -> ReqBody {
         ReqBody {
             inner: Some(Upload {
@@ -1245,6 +1271,7 @@ impl ReqBody {
                 state,
                 stats,
                 progress,
+                idle: Idle::new(timeout),
             }),
         }
     }
@@ -1252,19 +1279,33 @@ impl ReqBody {
 
 impl HttpBody for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let Some(up) = &mut self.get_mut().inner else {
             return Poll::Ready(None);
         };
-        let polled = Pin::new(&mut up.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
+        let frame = match Pin::new(&mut up.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(other) => {
+                up.idle.moved();
+                return Poll::Ready(other.map(|r| r.map_err(BoxError::from)));
+            }
+            Poll::Pending => {
+                return match up.idle.poll_expired(cx) {
+                    Poll::Ready(()) => {
+                        tracing::debug!(backend = %up.stats.name(), server = %up.state.addr, "the client's body stalled");
+                        Poll::Ready(Some(Err(Stalled::Client.into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        };
+        up.idle.moved();
+        if let Some(data) = frame.data_ref() {
             let n = data.len() as u64;
             up.state.bytes_in.fetch_add(n, Ordering::Relaxed);
             up.stats.add_bytes(n, 0);
@@ -1273,7 +1314,7 @@ impl HttpBody for ReqBody {
                 .last_ms
                 .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
-        polled
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -1310,28 +1351,43 @@ impl Meter {
 }
 
 /// The body returned to the client: the backend's streamed body, counted; holds the request's
-/// active gauges until it ends.
+/// active gauges until it ends. A server that stops sending it for `l7.request_timeout` gets
+/// the body aborted ([`Stalled::Server`]).
 struct RespBody {
     inner: Incoming,
     meter: Meter,
+    idle: Idle,
+    /// `l7.passive_timeouts`: a stalled body counts against the server.
+    passive_timeouts: bool,
 }
 
 impl HttpBody for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(other) => {
+                this.idle.moved();
+                return Poll::Ready(other.map(|r| r.map_err(BoxError::from)));
+            }
+            Poll::Pending => {
+                return match this.idle.poll_expired(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(this.stalled()))),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        };
+        this.idle.moved();
+        if let Some(data) = frame.data_ref() {
             this.meter.add(0, data.len() as u64);
         }
-        polled
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -1340,6 +1396,86 @@ impl HttpBody for RespBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl RespBody {
+    /// The server stalled mid-body: counted once (HAProxy's `eresp`; the response's status
+    /// was already recorded), and as a failed request for outlier detection when configured.
+    fn stalled(&mut self) -> BoxError {
+        if !self.idle.reported {
+            self.idle.reported = true;
+            self.meter.stats.body_timeout();
+            let state = self.meter.active.state();
+            if self.passive_timeouts {
+                state.report_reset();
+            }
+            tracing::debug!(backend = %self.meter.stats.name(), server = %state.addr, "the server's body stalled");
+        }
+        Stalled::Server.into()
+    }
+}
+
+/// Why a streamed body was aborted.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+enum Stalled {
+    #[error("the server sent no body data for l7.request_timeout")]
+    Server,
+    #[error("the client sent no body data for l7.request_timeout")]
+    Client,
+}
+
+/// Inactivity limit of a streamed body: time spent waiting for its next frame, counted from
+/// the first poll that finds none (the time between handing out a frame and the next poll is
+/// the reader's: a slow client reading a response is not the server's stall).
+///
+/// Cheap on the data path: no timer exists until a poll has to wait; a frame costs no timer
+/// update (the one timer is re-armed only when it fires before the current limit, i.e. at most
+/// once per `limit` while data flows) and one clock read per wait that follows a frame.
+struct Idle {
+    limit: Duration,
+    /// When the current wait began; `None` right after a frame.
+    since: Option<tokio::time::Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The stall was counted (a body polled again after its error is not counted twice).
+    reported: bool,
+}
+
+impl Idle {
+    fn new(limit: Duration) -> Idle {
+        Idle {
+            limit,
+            since: None,
+            timer: None,
+            reported: false,
+        }
+    }
+
+    /// The source gave a frame (or ended): the next wait starts a new period.
+    fn moved(&mut self) {
+        self.since = None;
+    }
+
+    /// The source has no frame: `Ready` when it has had none for `limit`; otherwise the
+    /// timer is armed to wake the task when it will have.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        let deadline = since
+            .checked_add(self.limit)
+            .unwrap_or_else(|| since + Duration::from_secs(86_400 * 365));
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                // Armed for an earlier wait: move it to this one's limit and wait on.
+                Poll::Ready(()) if timer.deadline() < deadline => {
+                    timer.as_mut().reset(deadline);
+                }
+                Poll::Ready(()) => return Poll::Ready(()),
+            }
+        }
     }
 }
 

@@ -91,6 +91,11 @@ pub struct Backend {
     pub proxypass_path: Option<String>,
     pub revproxy_path: Option<String>,
     pub redirect_root: Option<String>,
+    /// The settings app's first `HAPROXY_{n}_VHOST` (lowercased): Marathon-LB's `hostname`
+    /// in `HTTP_BACKEND_PROXYPASS_GLUE` (`Host` sent to the servers),
+    /// `HTTP_BACKEND_REVPROXY_GLUE` (which `Location` URLs are rewritten) and
+    /// `HTTP_BACKEND_REDIR` (`is_domain`). `None` without a vhost.
+    pub hostname: Option<String>,
     /// `HAPROXY_{n}_BACKEND_WEIGHT` (routing order, larger first).
     pub weight: i64,
     /// `HAPROXY_{n}_SSL_CERT` files of the members (for the TLS listener's SNI table).
@@ -320,6 +325,7 @@ impl RouteTable {
                 proxypass_path: first.proxypass_path.clone(),
                 revproxy_path: first.revproxy_path.clone(),
                 redirect_root: first.redirect_root.clone(),
+                hostname: first.vhosts.first().cloned(),
                 weight: first.backend_weight,
                 ssl_certs: {
                     let mut certs: Vec<PathBuf> =
@@ -594,7 +600,7 @@ mod tests {
             10000,
             &[
                 EXT,
-                ("HAPROXY_0_VHOST", "web.example.com,www.example.com"),
+                ("HAPROXY_0_VHOST", "Web.Example.com,www.example.com"),
                 ("HAPROXY_0_STICKY", "true"),
                 ("HAPROXY_0_REDIRECT_TO_HTTPS", "true"),
                 ("HAPROXY_0_USE_HSTS", "true"),
@@ -615,6 +621,8 @@ mod tests {
         assert_eq!(b.network_allowed.len(), 1);
         assert_eq!(b.proxypass_path.as_deref(), Some("/p"));
         assert_eq!(b.revproxy_path.as_deref(), Some("/r"));
+        // Marathon-LB's `hostname`: the first vhost, lowercased.
+        assert_eq!(b.hostname.as_deref(), Some("web.example.com"));
         assert_eq!(
             b.servers,
             [Server {

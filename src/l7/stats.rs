@@ -172,7 +172,8 @@ pub enum LocalReply {
     ConnectFailed,
     /// The backend failed after connecting: reset, bad response (502).
     BadGateway,
-    /// No response head within `l7.request_timeout` (504).
+    /// No response head within `l7.request_timeout` (504), or a response body the server
+    /// stopped sending for that long (aborted; see [`BackendStats::body_timeout`]).
     Timeout,
     /// `HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL` refused the client (403).
     Denied,
@@ -640,6 +641,18 @@ impl BackendStats {
     }
 
     fn local_reply(&self, reply: LocalReply) {
+        self.count_local(reply);
+        self.requests[reply.code_class()].inc();
+    }
+
+    /// A streamed response the server stopped sending for `l7.request_timeout`, aborted:
+    /// counted as a [`LocalReply::Timeout`] (CSV `eresp`), not as a second request (its
+    /// status was recorded when the head went out).
+    pub fn body_timeout(&self) {
+        self.count_local(LocalReply::Timeout);
+    }
+
+    fn count_local(&self, reply: LocalReply) {
         let i = reply.index();
         self.local_counts[i].fetch_add(1, Ordering::Relaxed);
         self.local[i]
@@ -648,7 +661,6 @@ impl BackendStats {
                     .with_label_values(&[reply.as_str(), &self.name])
             })
             .inc();
-        self.requests[reply.code_class()].inc();
     }
 
     /// Removes this backend's label sets from the families (it left the table).

@@ -26,7 +26,7 @@ const STEP: Duration = Duration::from_secs(10);
 
 /// A backend: answers `GET /...` with a body describing what it received (`port`, `path`,
 /// selected headers); `/status/<n>` answers `n`; `/sleep` waits 2 s; `/location` sets a
-/// `Location`; an `Upgrade` request gets 101 and an echo tunnel.
+/// `Location` (`/location?to=<url>`: that one); an `Upgrade` request gets 101 and an echo tunnel.
 async fn backend() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -106,6 +106,10 @@ async fn answer(
             http::header::LOCATION,
             "http://app.example/somewhere".parse().unwrap(),
         );
+    }
+    if let Some(to) = path.strip_prefix("/location?to=") {
+        r.headers_mut()
+            .insert(http::header::LOCATION, to.parse().unwrap());
     }
     r.headers_mut().insert(
         http::header::SET_COOKIE,
@@ -281,7 +285,8 @@ async fn vhost_request_is_forwarded_with_headers_rewritten() {
         "{}",
         got.body
     );
-    assert!(got.body.contains("host: App.Example:80\n"), "{}", got.body);
+    // HTTP_BACKEND_PROXYPASS_GLUE: `Host` is the app's vhost.
+    assert!(got.body.contains("host: app.example\n"), "{}", got.body);
     assert!(
         got.body.contains("x-forwarded-for: 127.0.0.1\n"),
         "{}",
@@ -665,4 +670,234 @@ async fn a_slow_upload_that_keeps_moving_is_not_cut_off() {
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert!(got.contains("body=6"), "{got}");
+}
+
+/// A hand-written HTTP/1.1 backend: reads a request head, answers a chunked 200 with `chunks`
+/// chunks of `abc` sent `every` apart, then the last chunk; with `stall`, it stops after the
+/// first chunk and holds the connection open instead.
+async fn chunked_backend(chunks: usize, every: Duration, stall: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+                    .await;
+                if stall {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
+                for _ in 1..chunks {
+                    tokio::time::sleep(every).await;
+                    if s.write_all(b"3\r\nabc\r\n").await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+                // Keep-alive: wait for the edge to close or reuse.
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The count of the backend's `eresp` column in the stats CSV.
+fn eresp(shared: &Shared) -> String {
+    shared.stats.publish(&shared.table.load_full());
+    let csv = shared.stats.csv();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("app_10000,BACKEND,"))
+        .unwrap_or_else(|| panic!("no BACKEND row: {csv}"));
+    row.split(',').nth(14).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_stalled_response_body_is_aborted_after_request_timeout() {
+    let b = chunked_backend(1, Duration::ZERO, true).await;
+    let timeout = Duration::from_millis(500);
+    for http2 in [false, true] {
+        let shared = shared_with(&[], &[b.port()], |c| {
+            c.l7.request_timeout = timeout;
+            c.l7.passive_timeouts = false;
+        });
+        let e = edge(shared.clone(), Frontend::Port(10000)).await;
+        let c: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(http2)
+            .build_http();
+        let req = Request::builder()
+            .uri(format!("http://{e}/stall"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(STEP, c.request(req))
+            .await
+            .expect("head in time")
+            .expect("head");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let t0 = std::time::Instant::now();
+        let mut body = resp.into_body();
+        // The first chunk arrives, then the body fails: never a clean end.
+        let first = tokio::time::timeout(STEP, body.frame())
+            .await
+            .expect("first chunk in time")
+            .expect("a frame")
+            .expect("first chunk");
+        assert_eq!(first.data_ref().map(|d| &d[..]), Some(&b"abc"[..]));
+        let end = tokio::time::timeout(STEP, body.frame())
+            .await
+            .expect("the stalled body ends in time");
+        assert!(
+            matches!(end, Some(Err(_))),
+            "http2={http2}: the body must fail, not end cleanly: {end:?}"
+        );
+        let took = t0.elapsed();
+        assert!(
+            took >= timeout - Duration::from_millis(50) && took < timeout + Duration::from_secs(2),
+            "http2={http2}: aborted after {took:?}"
+        );
+        assert_eq!(eresp(&shared), "1", "counted once");
+        // Not a failed connect, and not passive detection (off here).
+        let t = shared.table.load();
+        let st = &t.backends[0].states[0];
+        assert!(st.is_up());
+        for _ in 0..100 {
+            if st.active() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(st.active(), 0, "the request's gauges are released");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_response_body_is_not_cut() {
+    // 10 chunks 200 ms apart: 2 s in all, with a 1 s inactivity limit.
+    let b = chunked_backend(10, Duration::from_millis(200), false).await;
+    let shared = shared_with(&[], &[b.port()], |c| {
+        c.l7.request_timeout = Duration::from_secs(1);
+    });
+    let e = edge(shared.clone(), Frontend::Port(10000)).await;
+    let t0 = std::time::Instant::now();
+    let got = get(e, "/steady", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, "abc".repeat(10));
+    assert!(t0.elapsed() >= Duration::from_millis(1800));
+    assert_eq!(eresp(&shared), "0");
+}
+
+#[tokio::test]
+async fn proxypass_sets_host_to_the_apps_first_vhost() {
+    let b = backend().await;
+    for h2 in ["http1", "h2"] {
+        let shared = shared_with(
+            &[
+                ("HAPROXY_0_VHOST", "App.Example,www.example"),
+                ("HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH", "/api"),
+                ("FERRYMAN_L7_BACKEND_PROTOCOL", h2),
+            ],
+            &[b.port()],
+            |_| {},
+        );
+        let want = if h2 == "h2" {
+            "authority: app.example\n"
+        } else {
+            "host: app.example\n"
+        };
+        let vhosts = edge(shared.clone(), Frontend::Http).await;
+        let got = get(vhosts, "/api/x", &[("host", "www.example:80")]).await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+        assert!(got.body.contains("path=/x "), "{}", got.body);
+        assert!(got.body.contains(want), "{h2}: {}", got.body);
+        // On the service port too (the template is in the backend).
+        let port = edge(shared, Frontend::Port(10000)).await;
+        let got = get(port, "/api/y", &[("host", "10.0.0.1:10000")]).await;
+        assert!(got.body.contains(want), "{h2}: {}", got.body);
+    }
+
+    // Without PROXYPASS the client's host goes through.
+    let shared = shared_with(&[("HAPROXY_0_VHOST", "app.example")], &[b.port()], |_| {});
+    let port = edge(shared, Frontend::Port(10000)).await;
+    let got = get(port, "/", &[("host", "10.0.0.1:10000")]).await;
+    assert!(got.body.contains("host: 10.0.0.1:10000\n"), "{}", got.body);
+}
+
+#[tokio::test]
+async fn root_redirect_applies_only_to_the_apps_domain() {
+    let b = backend().await;
+    let shared = shared_with(
+        &[
+            ("HAPROXY_0_VHOST", "app.example,www.example"),
+            ("HAPROXY_0_HTTP_BACKEND_REDIR", "/my/content"),
+        ],
+        &[b.port()],
+        |_| {},
+    );
+    let vhosts = edge(shared.clone(), Frontend::Http).await;
+    let got = get(vhosts, "/", &[("host", "APP.example:80")]).await;
+    assert_eq!(got.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(got.headers["location"], "/my/content");
+    // `is_domain` is the first vhost only: the second one is forwarded.
+    let got = get(vhosts, "/", &[("host", "www.example")]).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    // A service-port request for another host is forwarded, one for the domain redirected.
+    let port = edge(shared, Frontend::Port(10000)).await;
+    let got = get(port, "/", &[("host", "10.0.0.1:10000")]).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    let got = get(port, "/", &[("host", "app.example")]).await;
+    assert_eq!(got.status, StatusCode::MOVED_PERMANENTLY);
+
+    // Without a vhost there is no domain: never redirected (upstream: `hdr(host) -i None`).
+    let shared = shared_with(
+        &[("HAPROXY_0_HTTP_BACKEND_REDIR", "/my/content")],
+        &[b.port()],
+        |_| {},
+    );
+    let port = edge(shared, Frontend::Port(10000)).await;
+    let got = get(port, "/", &[("host", "app.example")]).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+}
+
+#[tokio::test]
+async fn revproxy_rewrites_locations_at_the_apps_first_vhost() {
+    let b = backend().await;
+    let shared = shared_with(
+        &[
+            ("HAPROXY_0_VHOST", "app.example,www.example"),
+            ("HAPROXY_0_HTTP_BACKEND_REVPROXY_PATH", "/r/"),
+        ],
+        &[b.port()],
+        |_| {},
+    );
+    let vhosts = edge(shared.clone(), Frontend::Http).await;
+    // Asked through the second vhost: a Location at the app's hostname is rewritten...
+    let got = get(vhosts, "/location", &[("host", "www.example")]).await;
+    assert_eq!(got.headers["location"], "/r/");
+    // ...one at the host the client used (not the app's hostname) is not.
+    let got = get(
+        vhosts,
+        "/location?to=http://www.example/x",
+        &[("host", "www.example")],
+    )
+    .await;
+    assert_eq!(got.headers["location"], "http://www.example/x");
+    // On the service port, whatever the client's host.
+    let port = edge(shared, Frontend::Port(10000)).await;
+    let got = get(port, "/location", &[("host", "10.0.0.1:10000")]).await;
+    assert_eq!(got.headers["location"], "/r/");
+    let got = get(port, "/location?to=/abs", &[]).await;
+    assert_eq!(got.headers["location"], "/r/");
 }

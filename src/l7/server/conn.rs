@@ -414,12 +414,12 @@ pub(super) struct GuardedBody {
 
 impl Body for GuardedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = proxy::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, proxy::BoxError>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
