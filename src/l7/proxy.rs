@@ -19,7 +19,7 @@
 //!    nothing of the realm. Upstream applies auth only on the vhost routers; here it applies on
 //!    the service-port frontends too (otherwise the port would bypass the password);
 //! 5. `HAPROXY_{n}_HTTP_BACKEND_REDIR` (`HTTP_BACKEND_REDIR`: `redirect code 301 location
-//!    <path> if is_domain is_root`) → 301;
+//!    <path> if is_domain is_root`, the domain being the app's first vhost) → 301;
 //! 6. forwarding to a server picked by the backend's balancer (or its sticky cookie), with
 //!    `HTTP_BACKEND_PROXYPASS_GLUE`, `HTTP_BACKEND_REVPROXY_GLUE`, `BACKEND_HTTP_OPTIONS`
 //!    (`X-Forwarded-*`), `BACKEND_HSTS_OPTIONS` and `BACKEND_STICKY_OPTIONS` applied.

@@ -901,3 +901,94 @@ async fn revproxy_rewrites_locations_at_the_apps_first_vhost() {
     let got = get(port, "/location?to=/abs", &[]).await;
     assert_eq!(got.headers["location"], "/r/");
 }
+
+#[tokio::test]
+async fn a_stalled_upload_is_cut_off_after_request_timeout() {
+    // The server answers at once and streams a byte every 100 ms for 3 s without reading the
+    // upload: only the upload's inactivity limit can end the exchange early.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = l.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        if s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"1\r\nx\r\n").await.is_err() {
+                return;
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let shared = shared_with(&[], &[b.port()], |c| {
+        c.l7.request_timeout = Duration::from_millis(500);
+    });
+    let e = edge(shared, Frontend::Port(10000)).await;
+    let mut s = TcpStream::connect(e).await.unwrap();
+    // 2 bytes of 6, then nothing.
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(STEP, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no end in time: {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let took = t0.elapsed();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        !got.ends_with("0\r\n\r\n"),
+        "truncated, not completed: {got}"
+    );
+    assert!(took < Duration::from_millis(2500), "cut after {took:?}");
+}
+
+#[tokio::test]
+async fn stalled_response_bodies_eject_the_server_with_passive_timeouts() {
+    let b = chunked_backend(1, Duration::ZERO, true).await;
+    let failures = Config::default().l4.outlier_failures;
+    assert!(failures > 0 && failures < 10);
+    let shared = shared_with(&[], &[b.port()], |c| {
+        c.l7.request_timeout = Duration::from_millis(150);
+        c.l7.passive_timeouts = true;
+    });
+    let e = edge(shared.clone(), Frontend::Port(10000)).await;
+    for _ in 0..failures {
+        let req = Request::builder()
+            .uri(format!("http://{e}/stall"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(STEP, client().request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = tokio::time::timeout(STEP, resp.into_body().collect()).await;
+        assert!(matches!(body, Ok(Err(_))), "aborted");
+    }
+    let t = shared.table.load();
+    let st = &t.backends[0].states[0];
+    assert!(!st.is_up(), "ejected after {failures} stalled bodies");
+    assert_eq!(eresp(&shared), failures.to_string());
+}
