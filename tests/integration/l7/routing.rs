@@ -102,6 +102,9 @@ async fn paths_route_by_longest_prefix_and_proxypass_strips_its_prefix() {
         ("/svc/a/b", "svc", "/a/b"),
         ("/svc", "svc", "/"),
         ("/svc/", "svc", "/"),
+        ("/svc?x=1", "svc", "/?x=1"),
+        // The glue's `/?` makes the slash optional: `/svcfoo` becomes `/foo` upstream.
+        ("/svcfoo", "svc", "/foo"),
     ];
     for (path, backend, seen) in cases {
         let r = edge.get(host, path).await;

@@ -2,6 +2,7 @@
 //! default), ALPN h2, forwarded headers over TLS, redirect to HTTPS, HSTS, certificate reload.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -306,5 +307,131 @@ async fn a_tls_connection_for_one_name_cannot_reach_another_vhost() {
         b.hits(),
         before,
         "b.example.com reached through a.example.com's TLS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_tls_and_behind_basic_auth() {
+    use futures_util::{SinkExt, StreamExt};
+    use rustls_pki_types::pem::PemObject;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let tls = tls_setup();
+    let ws = super::WsBackend::start("wss-backend").await;
+    let hash = bcrypt::hash("s3cret!", 4).expect("hash");
+    let list = apps(vec![
+        super::app(
+            "/wss",
+            free_port(),
+            &[ws.addr.port()],
+            json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "a.example.com",
+                   "HAPROXY_0_SSL_CERT": tls.certs.path("a.example.com.pem")}),
+        ),
+        super::app(
+            "/ws-private",
+            free_port(),
+            &[ws.addr.port()],
+            json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "private.example.com",
+                   "HAPROXY_0_AUTH": format!("ws:alice:{hash}")}),
+        ),
+    ]);
+    let edge = Edge::start(&tls.l7_keys, &tls.sections, &list).await;
+    let https = edge.https.expect("https");
+    edge.wait_for("private.example.com", "/", |r| r.status == 401)
+        .await;
+
+    // wss:// through the TLS listener (ALPN http/1.1: WebSocket upgrades are HTTP/1.1).
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(tls.certs.path("ca.pem"))
+        .expect("read ca.pem")
+    {
+        roots.add(cert.expect("CA certificate")).expect("add CA");
+    }
+    // The process default provider (ring, the only one the crate features enable).
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let deadline = Instant::now() + super::ROUTE_WITHIN;
+    let (mut client, response) = loop {
+        let tcp = tokio::net::TcpStream::connect(https)
+            .await
+            .expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("a.example.com").expect("name");
+        let attempt = async {
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let request = "wss://a.example.com/secure"
+                .into_client_request()
+                .map_err(|e| e.to_string())?;
+            tokio_tungstenite::client_async(request, stream)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Ok(Ok(done)) => break done,
+            other => assert!(
+                Instant::now() < deadline,
+                "wss handshake through the edge: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(response.status(), 101);
+    client.send(Message::text("over tls")).await.expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .expect("in time")
+        .expect("a message")
+        .expect("a good frame");
+    assert_eq!(got, Message::text("wss-backend:over tls"));
+    client.close(None).await.expect("close");
+
+    // HAPROXY_0_AUTH applies to the upgrade request too.
+    let handshakes = ws.handshakes.load(std::sync::atomic::Ordering::SeqCst);
+    let tcp = tokio::net::TcpStream::connect(edge.http)
+        .await
+        .expect("connect");
+    let refused = tokio_tungstenite::client_async(
+        "ws://private.example.com/"
+            .into_client_request()
+            .expect("request"),
+        tcp,
+    )
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("an unauthenticated upgrade: {:?}", other.map(|(_, r)| r)),
+    }
+    let mut request = "ws://private.example.com/"
+        .into_client_request()
+        .expect("request");
+    use base64::Engine as _;
+    let creds = base64::engine::general_purpose::STANDARD.encode("alice:s3cret!");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Basic {creds}").parse().expect("header value"),
+    );
+    let tcp = tokio::net::TcpStream::connect(edge.http)
+        .await
+        .expect("connect");
+    let (mut client, _) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("an authenticated upgrade");
+    client.send(Message::text("let me in")).await.expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .expect("in time")
+        .expect("a message")
+        .expect("a good frame");
+    assert_eq!(got, Message::text("wss-backend:let me in"));
+    assert_eq!(
+        ws.handshakes.load(std::sync::atomic::Ordering::SeqCst),
+        handshakes + 1,
+        "the refused upgrade reached the backend"
     );
 }
