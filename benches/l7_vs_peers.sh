@@ -210,6 +210,9 @@ group = "external"
 http = "127.0.0.1:$F_HTTP"
 https = "127.0.0.1:$F_HTTPS"
 idle_timeout = "${IDLE_TIMEOUT}s"
+# hyper's header read timeout also bounds the wait for the next request on a keep-alive
+# connection: the same idle time as HAProxy's timeout http-keep-alive and nginx's keepalive_timeout.
+header_read_timeout = "${IDLE_TIMEOUT}s"
 max_connections = 10000
 
 [l7.tls]
