@@ -48,7 +48,8 @@ pub const SLOW_BACKEND: Duration = Duration::from_secs(5);
 /// An in-test HTTP/1.1 + h2c backend on 127.0.0.1 that answers every request with JSON naming
 /// itself and echoing the method, path and query, protocol version and every request header
 /// (repeated headers joined with `", "`). Paths beginning with `/slow` answer after
-/// [`SLOW_BACKEND`]; paths beginning with `/302` answer 302 with `Location: /login`. Counts the requests it received. Serves until the test's runtime ends.
+/// [`SLOW_BACKEND`]; paths beginning with `/302` answer 302 with `Location: /login`; paths
+/// beginning with `/hop` add hop-by-hop response fields (`Connection: x-drop`, `X-Drop`). Counts the requests it received. Serves until the test's runtime ends.
 pub struct Backend {
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
@@ -139,6 +140,13 @@ async fn echo(
         .header("x-backend", name.as_str());
     if path.starts_with("/302") {
         response = response.status(302).header("location", "/login");
+    }
+    if path.starts_with("/hop") {
+        // Hop-by-hop response fields the edge must not relay.
+        response = response
+            .header("connection", "x-drop")
+            .header("x-drop", "1")
+            .header("x-keep", "1");
     }
     Ok(response
         .body(Full::new(Bytes::from(body.to_string())))

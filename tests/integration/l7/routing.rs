@@ -708,3 +708,78 @@ async fn enabled_balance_weight_and_path_lists() {
         assert_eq!(e.backend, backend, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connections_follow_route_changes() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    let b = Backend::start("mover").await;
+    let (old_port, new_port) = (free_port(), free_port());
+    let mover = |vhost: &str, port: u16| {
+        app(
+            "/mover",
+            port,
+            &[b.port()],
+            json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": vhost}),
+        )
+    };
+    let edge = Edge::start("", "", &apps(vec![mover("old.example.com", old_port)])).await;
+    edge.wait_backend("old.example.com", "/", "mover").await;
+
+    let stream = tokio::net::TcpStream::connect(edge.http)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut ask = async |method: &str, host: &str, path: &str| {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("same connection");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts, body)
+    };
+    // HEAD and response hop-by-hop fields on the way.
+    let (head, body) = ask("HEAD", "old.example.com", "/").await;
+    assert_eq!(head.status, 200);
+    assert!(body.is_empty());
+    let (hop, _) = ask("GET", "old.example.com", "/hop").await;
+    assert_eq!(
+        hop.headers.get("x-keep").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert!(hop.headers.get("x-drop").is_none(), "{:?}", hop.headers);
+
+    // The vhost and the service port move; the open connection sees the new routes.
+    edge.set_apps(&apps(vec![mover("new.example.com", new_port)]));
+    let deadline = std::time::Instant::now() + super::ROUTE_WITHIN;
+    loop {
+        let (parts, _) = ask("GET", "new.example.com", "/").await;
+        if parts.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "new vhost not served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (old, _) = ask("GET", "old.example.com", "/").await;
+    assert_eq!(old.status, 503);
+    let new_addr = format!("127.0.0.1:{new_port}").parse().unwrap();
+    super::wait_for_at(new_addr, "any", "/", |r| r.status == 200, &edge.f).await;
+    let old_addr: std::net::SocketAddr = format!("127.0.0.1:{old_port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + super::ROUTE_WITHIN;
+    while tokio::net::TcpStream::connect(old_addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old service port still listens"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
