@@ -142,6 +142,14 @@ async fn blue_green_switch_under_load_has_no_errors() {
         hits(&new)
     );
 
+    // The new colour's Marathon service port (the alternate port) is not a frontend:
+    // HAPROXY_0_PORT replaces it (`set_port`).
+    let alt_addr: SocketAddr = format!("127.0.0.1:{alt}").parse().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(alt_addr).await.is_err(),
+        "the alternate port {alt} has a listener"
+    );
+
     // zdd.py deletes the old app.
     edge.set_apps(&apps(vec![blue()]));
     let mut last = hits(&old);

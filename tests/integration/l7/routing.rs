@@ -251,6 +251,17 @@ async fn sticky_cookie_keeps_a_client_on_its_server() {
                     .contains("theme=dark"),
                 "the client's other cookies were lost: {e:?}"
             );
+            // `indirect`: the server never sees the edge's cookie, and no new one is set.
+            assert!(
+                !e.header("cookie")
+                    .unwrap_or_default()
+                    .contains("mesosphere_server_id"),
+                "the sticky cookie reached the server: {e:?}"
+            );
+            assert!(
+                r.headers.get("set-cookie").is_none(),
+                "a valid cookie was set again: {r:?}"
+            );
         }
     }
     // A cookie naming no server is ignored: the request is balanced and gets a fresh cookie.
@@ -782,4 +793,25 @@ async fn keep_alive_connections_follow_route_changes() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_port_listens_on_its_bind_addr() {
+    let b = Backend::start("bound").await;
+    let sp = free_port();
+    let list = apps(vec![app(
+        "/bound",
+        sp,
+        &[b.port()],
+        json!({"HAPROXY_GROUP": "external", "HAPROXY_0_MODE": "http",
+               "HAPROXY_0_BIND_ADDR": "127.0.0.2"}),
+    )]);
+    let edge = Edge::start("", "", &list).await;
+    let on: std::net::SocketAddr = format!("127.0.0.2:{sp}").parse().unwrap();
+    super::wait_for_at(on, "any", "/", |r| r.status == 200, &edge.f).await;
+    let off: std::net::SocketAddr = format!("127.0.0.1:{sp}").parse().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(off).await.is_err(),
+        "HAPROXY_0_BIND_ADDR=127.0.0.2 also listens on 127.0.0.1"
+    );
 }
