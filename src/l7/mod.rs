@@ -95,6 +95,8 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Whether the connection is TLS (`X-Forwarded-Proto: https`, no redirect to HTTPS).
     pub tls: bool,
+    /// The TLS server name the client sent (SNI), lowercased; the TLS router routes by it.
+    pub sni: Option<Box<str>>,
 }
 
 impl ConnInfo {

@@ -5,9 +5,12 @@
 //! would generate from them (templates of upstream `config.py`, named in the comments below),
 //! in HAProxy's order of evaluation:
 //!
-//! 1. routing: a per-port frontend sends everything to its backend; the vhost routers match
-//!    `Host` (else the URI authority: HTTP/2's `:authority`) and the path prefix
-//!    (`HTTP_FRONTEND_ACL*`);
+//! 0. a request with several `Host` fields, or an HTTP/1.1 one with none, gets 400 and the
+//!    connection is closed (RFC 9112 3.2);
+//! 1. routing: a per-port frontend sends everything to its backend; the plain vhost router
+//!    matches `Host` (else the URI authority: HTTP/2's `:authority`) and the path prefix
+//!    (`HTTP_FRONTEND_ACL*`); the TLS router matches the TLS server name instead
+//!    (`HTTPS_FRONTEND_ACL*`: `ssl_fc_sni`), or `Host` when the client sent none;
 //!    no match → 503, as HAProxy without a default backend;
 //! 2. `HAPROXY_{n}_REDIRECT_TO_HTTPS` on the plain vhost router (`BACKEND_REDIRECT_HTTP_TO_HTTPS`,
 //!    a frontend rule in upstream, so before any other check) → 301 to `https://`;
@@ -332,16 +335,36 @@ pub async fn handle(
 
 async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
+    // RFC 9112 3.2: a request with more than one Host is invalid (400); the first and the
+    // last could name different vhosts to us and to the backend.
+    // An HTTP/1.1 request without one is invalid too (HTTP/1.0 needs none; HTTP/2 has
+    // `:authority`). The connection is closed: what follows on it cannot be trusted.
+    if has_several_hosts(req.headers())
+        || (req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST))
+    {
+        let mut resp = local(shared, LocalReply::BadRequest, None);
+        if req.version() <= Version::HTTP_11 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return resp;
+    }
     let table = shared.table.load_full();
     let host = request_host(&req);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
 
-    // 1. Routing.
+    // 1. Routing. The TLS router routes by the TLS server name, as Marathon-LB's HTTPS
+    // frontend does (`HTTPS_FRONTEND_ACL*`: `use_backend ... if { ssl_fc_sni <vhost> }`), so a
+    // connection for one name cannot reach another vhost by its `Host`. A client that sent no
+    // SNI (one that dials an IP) is routed by `Host` instead (upstream would answer 503).
     let index = match conn.frontend {
         Frontend::Port(p) => table.routes.port_index(p),
-        Frontend::Http | Frontend::Https => {
-            host_str.and_then(|h| table.routes.route_index(h, req.uri().path()))
-        }
+        Frontend::Http => host_str.and_then(|h| table.routes.route_index(h, req.uri().path())),
+        Frontend::Https => conn
+            .sni
+            .as_deref()
+            .or(host_str)
+            .and_then(|h| table.routes.route_index(h, req.uri().path())),
     };
     let (Some(index), Some(rt)) = (index, index.and_then(|i| table.backends.get(i))) else {
         return local(shared, LocalReply::NoRoute, None);
@@ -802,6 +825,7 @@ fn local(shared: &Shared, kind: LocalReply, backend: Option<&BackendStats>) -> R
         LocalReply::Denied => (StatusCode::FORBIDDEN, "403 Forbidden\n"),
         LocalReply::Unauthorized => (StatusCode::UNAUTHORIZED, "401 Unauthorized\n"),
         LocalReply::Redirect => (StatusCode::MOVED_PERMANENTLY, ""),
+        LocalReply::BadRequest => (StatusCode::BAD_REQUEST, "400 Bad Request\n"),
     };
     text(status, msg)
 }
@@ -835,6 +859,11 @@ fn www_authenticate(realm: &str) -> HeaderValue {
 }
 
 // === pure helpers ===
+
+/// Whether `headers` hold more than one `Host` field.
+fn has_several_hosts(headers: &HeaderMap) -> bool {
+    headers.get_all(header::HOST).iter().nth(1).is_some()
+}
 
 /// The host the client asked for: `Host`, else the URI authority (HTTP/2 clients send
 /// `:authority` instead of `Host`; an absolute-form HTTP/1.1 request has both).
@@ -1536,12 +1565,23 @@ mod tests {
     }
 
     #[test]
+    fn several_hosts_are_refused() {
+        let mut h = HeaderMap::new();
+        h.append(header::HOST, hv("a.example"));
+        assert!(!has_several_hosts(&h));
+        h.append(header::HOST, hv("b.example"));
+        assert!(has_several_hosts(&h));
+        assert!(!has_several_hosts(&HeaderMap::new()));
+    }
+
+    #[test]
     fn forwarded_headers_append_and_set() {
         let conn = ConnInfo {
             frontend: Frontend::Https,
             client: "[::ffff:10.1.2.3]:5555".parse().unwrap(),
             local: "0.0.0.0:8443".parse().unwrap(),
             tls: true,
+            sni: Some("app.example".into()),
         };
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, hv("1.1.1.1"));

@@ -181,10 +181,12 @@ pub enum LocalReply {
     Unauthorized,
     /// `HAPROXY_{n}_REDIRECT_TO_HTTPS` or `HTTP_BACKEND_REDIRECT` (301/302).
     Redirect,
+    /// A request the edge refuses before routing (400), e.g. more than one `Host`.
+    BadRequest,
 }
 
 impl LocalReply {
-    const COUNT: usize = 8;
+    const COUNT: usize = 9;
     const ALL: [LocalReply; LocalReply::COUNT] = [
         LocalReply::NoRoute,
         LocalReply::NoServer,
@@ -194,6 +196,7 @@ impl LocalReply {
         LocalReply::Denied,
         LocalReply::Unauthorized,
         LocalReply::Redirect,
+        LocalReply::BadRequest,
     ];
 
     /// The `reason` label.
@@ -207,6 +210,7 @@ impl LocalReply {
             LocalReply::Denied => "denied",
             LocalReply::Unauthorized => "unauthorized",
             LocalReply::Redirect => "redirect",
+            LocalReply::BadRequest => "bad_request",
         }
     }
 
@@ -214,7 +218,7 @@ impl LocalReply {
     fn code_class(self) -> usize {
         match self {
             LocalReply::Redirect => 2,
-            LocalReply::Denied | LocalReply::Unauthorized => 3,
+            LocalReply::Denied | LocalReply::Unauthorized | LocalReply::BadRequest => 3,
             _ => 4,
         }
     }

@@ -132,6 +132,7 @@ async fn edge(shared: Arc<Shared>, frontend: Frontend) -> SocketAddr {
                 client,
                 local: addr,
                 tls: false,
+                sni: None,
             });
             let shared = shared.clone();
             tokio::spawn(async move {

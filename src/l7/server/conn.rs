@@ -86,11 +86,17 @@ pub(super) async fn serve<H: Handler>(
             }
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let sni = stream
+            .get_ref()
+            .1
+            .server_name()
+            .map(|n| n.to_ascii_lowercase().into_boxed_str());
         let info = ConnInfo {
             frontend,
             client,
             local,
             tls: true,
+            sni,
         };
         let state = Arc::new(ConnState::new());
         let io = ClientIo::new(stream, Prefix::default(), !h2, state.clone(), hold);
@@ -121,6 +127,7 @@ pub(super) async fn serve<H: Handler>(
             client,
             local,
             tls: false,
+            sni: None,
         };
         let io = ClientIo::new(stream, prefix, !h2, state.clone(), hold);
         run(ctx, io, h2, info, state, closed).await;
