@@ -472,3 +472,44 @@ async fn http2_host_and_authority_cannot_disagree() {
         );
     }
 }
+
+/// An absolute-form request target names a host of its own (RFC 9112 3.2.2: it wins over
+/// `Host`). Whichever the edge routes by, the backend must see that same host, and a private
+/// vhost's ACL must hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_targets_cannot_confuse_the_vhost() {
+    let public = Backend::start("public").await;
+    let private = Backend::start("private").await;
+    let list = apps(vec![
+        vhost_app("/public", "public.example.com", &[&public], json!({})),
+        vhost_app(
+            "/private",
+            "private.example.com",
+            &[&private],
+            json!({"HAPROXY_0_BACKEND_NETWORK_ALLOWED_ACL": "10.0.0.0/8"}),
+        ),
+    ]);
+    let edge = Edge::start("", "", &list).await;
+    edge.wait_backend("public.example.com", "/", "public").await;
+    for request in [
+        &b"GET http://private.example.com/x HTTP/1.1\r\nHost: public.example.com\r\n\
+           Connection: close\r\n\r\n"[..],
+        &b"GET http://public.example.com/x HTTP/1.1\r\nHost: private.example.com\r\n\
+           Connection: close\r\n\r\n"[..],
+    ] {
+        let (answer, _) = raw_exchange(edge.http, request).await;
+        assert_eq!(
+            private.hits(),
+            0,
+            "the private vhost's ACL was bypassed: {answer}"
+        );
+        if status_of(&answer) == Some(200) {
+            let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(body).expect("echo");
+            assert_eq!(
+                v["headers"]["host"], "public.example.com",
+                "public's backend saw another host: {v}"
+            );
+        }
+    }
+}
