@@ -302,3 +302,70 @@ async fn in_flight_requests_finish_when_their_app_goes_and_on_shutdown() {
         "exit after a graceful shutdown: {status:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_are_cut_off_both_ways() {
+    let stalling = trickling_backend(Duration::from_secs(60)).await;
+    let sink = Backend::start("sink").await;
+    let list = apps(vec![
+        app(
+            "/stalling",
+            free_port(),
+            &[stalling],
+            json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "stall.example.com"}),
+        ),
+        vhost_app("/sink", "sink.example.com", &[&sink], json!({})),
+    ]);
+    let edge = Edge::start("request_timeout = \"1s\"", "", &list).await;
+    edge.wait_backend("sink.example.com", "/", "sink").await;
+
+    // A response body that stops after its first chunk: the client sees the end (an error)
+    // within about l7.request_timeout, not after the backend's 60 s.
+    let stream = TcpStream::connect(edge.http).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/")
+        .header("host", "stall.example.com")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let t = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .expect("a response head in time")
+        .expect("a response head");
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(6), resp.into_body().collect()).await;
+    assert!(
+        matches!(body, Ok(Err(_))),
+        "a stalled response body was not cut off: {:?} after {:?}",
+        body.map(|b| b.map(|b| b.to_bytes())),
+        t.elapsed()
+    );
+
+    // An upload that stops half way: the edge gives up (answer or close) instead of waiting.
+    let mut s = TcpStream::connect(edge.http).await.expect("connect");
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: sink.example.com\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // l7.request_timeout (1 s) bounds a body that stops moving.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "a stalled upload held its connection 5 s; got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
