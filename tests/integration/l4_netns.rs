@@ -610,7 +610,7 @@ fn round_robin_shares_are_exact_on_a_vip_and_a_service_port() {
 /// (22 % against 33 % was seen); asserted: every backend within ±50 % of a third (none starved,
 /// none takes everything).
 #[test]
-fn p2c_and_maglev_shares_are_even_within_15_percent() {
+fn p2c_spreads_and_maglev_shares_are_even() {
     let mut p2c = AppSpec::web(3);
     p2c.id = "/web-p2c";
     p2c.vip = P2C_VIP;
