@@ -88,6 +88,10 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
             .header("host", "i.example.com")
             .body(Full::new(Bytes::new()))
             .expect("request");
+        sender
+            .ready()
+            .await
+            .expect("keep-alive connection still open");
         let resp = sender.send_request(req).await.expect("keep-alive request");
         assert_eq!(resp.status(), 200);
         resp.into_body().collect().await.expect("body");

@@ -753,6 +753,8 @@ async fn keep_alive_connections_follow_route_changes() {
             .header("host", host)
             .body(Full::new(Bytes::new()))
             .expect("request");
+        // hyper's sender takes a request only once the previous exchange has finished.
+        sender.ready().await.expect("same connection still open");
         let resp = sender.send_request(req).await.expect("same connection");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
