@@ -79,13 +79,11 @@ impl Handler for ProxyHandler {
         conn: Arc<ConnInfo>,
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<proxy::Body>> + Send + 'static {
-        let f = proxy::handle(self.0.clone(), conn, req);
-        async move {
-            match f.await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            }
-        }
+        use futures_util::FutureExt as _;
+        proxy::handle(self.0.clone(), conn, req).map(|r| match r {
+            Ok(r) => r,
+            Err(never) => match never {},
+        })
     }
 }
 

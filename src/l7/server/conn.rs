@@ -64,44 +64,14 @@ pub(super) async fn serve<H: Handler>(
             return;
         }
     };
-    let first_head = ctx.header_read_timeout;
     if frontend == Frontend::Https {
-        let Some(tls) = &ctx.tls else {
-            return;
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls());
-        let handshake = tokio::time::timeout(ctx.header_read_timeout, acceptor.accept(stream));
-        let Some(handshake) = until_closed(handshake, &ctx.shutdown, &closed).await else {
-            return;
-        };
-        let stream = match handshake {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(%client, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%client, "TLS handshake timed out");
-                return;
-            }
-        };
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        let sni = stream
-            .get_ref()
-            .1
-            .server_name()
-            .map(|n| n.to_ascii_lowercase().into_boxed_str());
-        let info = ConnInfo {
-            frontend,
-            client,
-            local,
-            tls: true,
-            sni,
-        };
-        let state = Arc::new(ConnState::new());
-        let io = ClientIo::new(stream, Prefix::default(), !h2, state.clone(), hold);
-        run(ctx, io, h2, info, state, closed).await;
+        // Boxed: the TLS state is big and would size every plain connection's task too.
+        Box::pin(serve_tls(
+            ctx, stream, client, local, frontend, hold, closed,
+        ))
+        .await;
     } else {
+        let first_head = ctx.header_read_timeout;
         let mut stream = stream;
         let state = Arc::new(ConnState::new());
         // The first request head is due within `header_read_timeout` from accept, detection
@@ -132,6 +102,54 @@ pub(super) async fn serve<H: Handler>(
         let io = ClientIo::new(stream, prefix, !h2, state.clone(), hold);
         run(ctx, io, h2, info, state, closed).await;
     }
+}
+
+/// [`serve`] on the TLS frontend: the handshake (bounded by `l7.header_read_timeout`), then
+/// HTTP/2 or HTTP/1.1 as ALPN chose.
+async fn serve_tls<H: Handler>(
+    ctx: Arc<Ctx<H>>,
+    stream: TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+    frontend: Frontend,
+    hold: Hold,
+    closed: CancellationToken,
+) {
+    let Some(tls) = &ctx.tls else {
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls());
+    let handshake = tokio::time::timeout(ctx.header_read_timeout, acceptor.accept(stream));
+    let Some(handshake) = until_closed(handshake, &ctx.shutdown, &closed).await else {
+        return;
+    };
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%client, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let sni = stream
+        .get_ref()
+        .1
+        .server_name()
+        .map(|n| n.to_ascii_lowercase().into_boxed_str());
+    let info = ConnInfo {
+        frontend,
+        client,
+        local,
+        tls: true,
+        sni,
+    };
+    let state = Arc::new(ConnState::new());
+    let io = ClientIo::new(stream, Prefix::default(), !h2, state.clone(), hold);
+    run(ctx, io, h2, info, state, closed).await;
 }
 
 /// `f`, or `None` when the edge shuts down or the listener closes first (a connection that
@@ -198,7 +216,8 @@ async fn run<H: Handler, S>(
     };
     let result = if h2 {
         let conn = ctx.h2.serve_connection(io, service);
-        watch.drive(conn, |c| c.graceful_shutdown()).await
+        // Boxed: HTTP/2's connection state would size every HTTP/1 connection's task too.
+        Box::pin(watch.drive(conn, |c| c.graceful_shutdown())).await
     } else {
         let conn = ctx.h1.serve_connection(io, service).with_upgrades();
         watch.drive(conn, |c| c.graceful_shutdown()).await
@@ -379,7 +398,9 @@ impl<H: Handler> PerConn<H> {
             );
             return bad_request(guard);
         }
-        let response = self.handler.handle(self.info.clone(), req).await;
+        // Boxed: hyper keeps room for one service future per connection, busy or idle, so
+        // the (large) request future lives on the heap only while a request is in flight.
+        let response = Box::pin(self.handler.handle(self.info.clone(), req)).await;
         if self.h1 && response.status() == StatusCode::SWITCHING_PROTOCOLS {
             self.state.upgraded.store(true, Ordering::Release);
         }
