@@ -142,6 +142,8 @@ pub const L7_RETRIES_TOTAL: &str = "ferryman_l7_retries_total";
 pub const L7_CONNECTIONS_TOTAL: &str = "ferryman_l7_connections_total";
 /// Client connections open now, by `frontend`.
 pub const L7_ACTIVE_CONNECTIONS: &str = "ferryman_l7_active_connections";
+/// Idle HTTP/1 client connections parked between requests (hyper's buffers released).
+pub const L7_PARKED_CONNECTIONS: &str = "ferryman_l7_parked_connections";
 /// Raw HAProxy template labels (and unknown `HAPROXY_*` labels) that cannot apply, by `app`.
 pub const L7_UNSUPPORTED_LABELS: &str = "ferryman_l7_unsupported_labels";
 /// Apps skipped for bad labels or certificates in the served route table.
@@ -194,6 +196,7 @@ pub struct Metrics {
     pub l7_retries: IntCounterVec,
     pub l7_connections: IntCounterVec,
     pub l7_active_connections: IntGaugeVec,
+    pub l7_parked_connections: IntGauge,
     pub l7_unsupported_labels: IntGaugeVec,
     pub l7_skipped_apps: IntGauge,
 }
@@ -415,6 +418,12 @@ impl Metrics {
                 &["frontend"],
             )
             .expect("valid metric"),
+            l7_parked_connections: IntGauge::new(
+                L7_PARKED_CONNECTIONS,
+                "Idle HTTP/1 client connections waiting for their next request with their \
+                 buffers released.",
+            )
+            .expect("valid metric"),
             l7_unsupported_labels: IntGaugeVec::new(
                 Opts::new(
                     L7_UNSUPPORTED_LABELS,
@@ -498,6 +507,8 @@ impl Metrics {
         r.register(Box::new(m.l7_connections.clone()))
             .expect("unique metric");
         r.register(Box::new(m.l7_active_connections.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.l7_parked_connections.clone()))
             .expect("unique metric");
         r.register(Box::new(m.l7_unsupported_labels.clone()))
             .expect("unique metric");

@@ -83,6 +83,7 @@ struct Families {
     connections: IntCounterVec,
     active_connections: IntGaugeVec,
     unsupported: IntGaugeVec,
+    parked: IntGauge,
     skipped: IntGauge,
 }
 
@@ -100,6 +101,7 @@ impl Families {
             connections: m.l7_connections.clone(),
             active_connections: m.l7_active_connections.clone(),
             unsupported: m.l7_unsupported_labels.clone(),
+            parked: m.l7_parked_connections.clone(),
             skipped: m.l7_skipped_apps.clone(),
         }
     }
@@ -128,6 +130,7 @@ impl Families {
             connections: counter(names::L7_CONNECTIONS_TOTAL, &["frontend"]),
             active_connections: gauge(names::L7_ACTIVE_CONNECTIONS, &["frontend"]),
             unsupported: gauge(names::L7_UNSUPPORTED_LABELS, &["app"]),
+            parked: IntGauge::new(names::L7_PARKED_CONNECTIONS, "private").expect("valid metric"),
             skipped: IntGauge::new(names::L7_SKIPPED_APPS, "private").expect("valid metric"),
         }
     }
@@ -497,6 +500,18 @@ impl Stats {
         out
     }
 
+    /// An idle connection parked (see `server::conn::PARK_AFTER`) until the guard drops.
+    pub fn parked(&self) -> ParkedGuard {
+        let g = self.inner.families.parked.clone();
+        g.inc();
+        ParkedGuard(g)
+    }
+
+    /// Idle connections parked now.
+    pub fn parked_now(&self) -> i64 {
+        self.inner.families.parked.get()
+    }
+
     /// A client connection accepted (`Drop` of the guard: closed).
     pub fn connection(&self, frontend: Frontend) -> ConnGuard {
         let stats = match frontend {
@@ -577,6 +592,15 @@ impl Stats {
             .families
             .skipped
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+/// An idle HTTP/1 client connection parked without hyper's buffers (`Drop`: woken or closed).
+pub struct ParkedGuard(IntGauge);
+
+impl Drop for ParkedGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::Framing;
 use super::{Ctx, Handler};
-use crate::l7::stats::ConnGuard;
+use crate::l7::stats::{self, ConnGuard};
 use crate::l7::{ConnInfo, Frontend, proxy};
 
 /// The client preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
@@ -34,6 +34,13 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long in-flight requests may take to finish once ferryman shuts down, and how long an
 /// idle connection may take to close after being told to.
 pub(super) const GRACE: Duration = Duration::from_secs(5);
+
+/// How long an HTTP/1 connection on a plain listener stays idle between requests before it
+/// is parked: hyper's connection (its 8 KiB read and 8 KiB write buffers and parser state) is
+/// taken apart and the socket waited on alone, until the next request arrives. Short enough
+/// that thousands of idle keep-alive connections cost little memory; long enough that a busy
+/// connection is never taken apart between requests.
+pub(super) const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// What one client connection holds while it is open: a `l7.max_connections` permit and the
 /// frontend's connection gauge. It lives in the connection's IO so that an upgraded
@@ -169,19 +176,26 @@ async fn until_closed<F: Future>(
 /// Reads until the bytes stop matching the HTTP/2 preface (HTTP/1) or match it whole (HTTP/2
 /// with prior knowledge); `None` when the client closed first.
 async fn sniff(stream: &mut TcpStream) -> io::Result<Option<(Prefix, bool)>> {
-    let mut p = Prefix::default();
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut len = 0;
     loop {
-        let n = stream.read(&mut p.buf[p.len..]).await?;
+        let n = stream.read(&mut buf[len..]).await?;
         if n == 0 {
             return Ok(None);
         }
-        p.len += n;
-        if p.buf[..p.len] != H2_PREFACE[..p.len] {
-            return Ok(Some((p, false)));
-        }
-        if p.len == H2_PREFACE.len() {
-            return Ok(Some((p, true)));
-        }
+        len += n;
+        let h2 = if buf[..len] != H2_PREFACE[..len] {
+            false
+        } else if len == H2_PREFACE.len() {
+            true
+        } else {
+            continue;
+        };
+        let prefix = Prefix {
+            bytes: Bytes::copy_from_slice(&buf[..len]),
+            seen: false,
+        };
+        return Ok(Some((prefix, h2)));
     }
 }
 
@@ -193,7 +207,7 @@ async fn run<H: Handler, S>(
     state: Arc<ConnState>,
     closed: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Park + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client = info.client;
     let per = Arc::new(PerConn {
@@ -202,28 +216,64 @@ async fn run<H: Handler, S>(
         state: state.clone(),
         h1: !h2,
     });
-    let service = service_fn(move |req| {
+    let mut service = service_fn(move |req| {
         let per = per.clone();
         async move { Ok::<_, std::convert::Infallible>(per.call(req).await) }
     });
-    let io = TokioIo::new(io);
-    let watch = Watch {
+    let mut io = TokioIo::new(io);
+    let mut watch = Watch {
         state: &state,
         first_head: ctx.header_read_timeout,
         idle: ctx.idle_timeout,
         closed: &closed,
         shutdown: &ctx.shutdown,
+        may_park: !h2 && io.inner().inner.parkable(),
     };
     let result = if h2 {
         let conn = ctx.h2.serve_connection(io, service);
         // Boxed: HTTP/2's connection state would size every HTTP/1 connection's task too.
-        Box::pin(watch.drive(conn, |c| c.graceful_shutdown())).await
+        let mut conn = Box::pin(conn);
+        watch.drive(conn.as_mut(), |c| c.graceful_shutdown()).await
     } else {
-        let conn = ctx.h1.serve_connection(io, service).with_upgrades();
-        watch.drive(conn, |c| c.graceful_shutdown()).await
+        loop {
+            let mut conn = ctx.h1.serve_connection(io, service).with_upgrades();
+            match watch
+                .drive(Pin::new(&mut conn), |c| c.graceful_shutdown())
+                .await
+            {
+                Ok(End::Park) => {}
+                other => break other,
+            }
+            let Some(parts) = conn.into_parts() else {
+                break Ok(End::Done);
+            };
+            service = parts.service;
+            let mut client_io = parts.io.into_inner();
+            let unparsed = !parts.read_buf.is_empty();
+            // A copy: `read_buf` shares (and so keeps) hyper's whole read buffer.
+            client_io.prefix = Prefix {
+                bytes: Bytes::copy_from_slice(&parts.read_buf),
+                seen: true,
+            };
+            drop(parts.read_buf);
+            // hyper stopped between two requests with nothing unparsed: wait for the next
+            // request on the socket alone. Otherwise (stray bytes, such as empty lines, read
+            // after a request) hyper takes over again at once, and this connection no longer
+            // parks.
+            if !unparsed && client_io.between_requests() {
+                ctx.parks.fetch_add(1, Ordering::Relaxed);
+                let woke = watch.parked(&client_io.inner, &ctx.stats).await;
+                if let Some(why) = woke {
+                    break Ok(End::Dropped(why));
+                }
+            } else {
+                watch.may_park = false;
+            }
+            io = TokioIo::new(client_io);
+        }
     };
     match result {
-        Ok(End::Done) => {}
+        Ok(End::Done | End::Park) => {}
         Ok(End::Dropped(why)) => tracing::debug!(%client, why, "client connection closed"),
         Err(e) => tracing::debug!(%client, error = %e, "client connection ended with an error"),
     }
@@ -235,6 +285,38 @@ enum End {
     Done,
     /// Dropped by the watchdog.
     Dropped(&'static str),
+    /// Idle for [`PARK_AFTER`] between requests with every response written: the caller
+    /// takes hyper's connection apart (only when [`Watch::may_park`]).
+    Park,
+}
+
+/// A client stream an idle HTTP/1 connection can wait on without hyper. Plain TCP can: its
+/// readiness says a request is coming. TLS cannot: rustls may hold decrypted bytes already.
+pub(super) trait Park {
+    fn parkable(&self) -> bool;
+    /// Resolves when the stream has bytes (or EOF, or an error) to read.
+    fn readable(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl Park for TcpStream {
+    fn parkable(&self) -> bool {
+        true
+    }
+
+    async fn readable(&self) {
+        // An error shows up again on the next read, which hyper then reports.
+        let _ = TcpStream::readable(self).await;
+    }
+}
+
+impl Park for tokio_rustls::server::TlsStream<TcpStream> {
+    fn parkable(&self) -> bool {
+        false
+    }
+
+    async fn readable(&self) {
+        std::future::pending().await
+    }
 }
 
 /// The connection watchdog: one timer per connection, re-armed only when it fires.
@@ -244,6 +326,8 @@ struct Watch<'a> {
     idle: Duration,
     closed: &'a CancellationToken,
     shutdown: &'a CancellationToken,
+    /// Whether [`End::Park`] may be returned (HTTP/1 on a [`Park`]able stream).
+    may_park: bool,
 }
 
 impl Watch<'_> {
@@ -255,13 +339,21 @@ impl Watch<'_> {
     ///   the smaller of the two timeouts, as HAProxy's `timeout http-keep-alive` defaults to
     ///   `timeout http-request`);
     /// - `closed` → graceful shutdown; `shutdown` → graceful shutdown, dropped after [`GRACE`].
-    async fn drive<C, F>(&self, conn: C, graceful: F) -> Result<End, hyper::Error>
+    /// - with `may_park`, [`End::Park`] once idle for [`PARK_AFTER`] after a request, every
+    ///   response written out.
+    async fn drive<C, F>(&self, mut conn: Pin<&mut C>, graceful: F) -> Result<End, hyper::Error>
     where
         C: Future<Output = Result<(), hyper::Error>>,
         F: Fn(Pin<&mut C>),
     {
-        let mut conn = std::pin::pin!(conn);
-        let timer = tokio::time::sleep_until(self.state.born + self.first_head.min(self.idle));
+        // The longest the timer sleeps while nothing is due: `idle`, or PARK_AFTER when the
+        // connection may park (a request may end at any time and be followed by silence).
+        let tick = if self.may_park {
+            self.idle.min(PARK_AFTER)
+        } else {
+            self.idle
+        };
+        let timer = tokio::time::sleep_until(self.state.born + self.first_head.min(tick));
         let mut timer = std::pin::pin!(timer);
         let mut draining = false;
         let mut forced: Option<Instant> = None;
@@ -289,12 +381,22 @@ impl Watch<'_> {
                     }
                     match self.state.due(self.first_head, self.idle) {
                         // Busy: a request ending from now on is due `idle` after its end at
-                        // the earliest, so this never wakes too late.
-                        None => timer.as_mut().reset(now + self.idle),
-                        // Before the first request, wake at least every `idle` too: the first
+                        // the earliest (parked PARK_AFTER after), so this never wakes too late.
+                        None => timer.as_mut().reset(now + tick),
+                        // Before the first request, wake at least every `tick` too: the first
                         // request may come and go well before `first_head`.
                         Some(due) if due > now && self.state.requests() == 0 => {
-                            timer.as_mut().reset(due.min(now + self.idle));
+                            timer.as_mut().reset(due.min(now + tick));
+                        }
+                        Some(due) if due > now && self.may_park && !draining => {
+                            let park_at = due - self.idle + PARK_AFTER;
+                            if now >= park_at && self.state.between_requests() {
+                                return Ok(End::Park);
+                            }
+                            // Not yet idle long enough, or a response is still being
+                            // written: look again later.
+                            let next = if now >= park_at { now + PARK_AFTER } else { park_at };
+                            timer.as_mut().reset(due.min(next));
                         }
                         Some(due) if due > now => timer.as_mut().reset(due),
                         Some(_) if self.state.requests() == 0 => {
@@ -316,6 +418,25 @@ impl Watch<'_> {
     }
 }
 
+impl Watch<'_> {
+    /// Waits, with hyper's connection taken apart, until the client sends its next request
+    /// (`None`), or the connection is due to close (`Some(why)`): idle timeout, listener
+    /// removed, shutdown. Counted in `ferryman_l7_parked_connections` meanwhile.
+    async fn parked<S: Park>(&self, stream: &S, stats: &stats::Stats) -> Option<&'static str> {
+        let _parked = stats.parked();
+        let due = self
+            .state
+            .due(self.first_head, self.idle)
+            .unwrap_or_else(Instant::now);
+        tokio::select! {
+            () = stream.readable() => None,
+            () = tokio::time::sleep_until(due) => Some("idle for l7.idle_timeout"),
+            () = self.closed.cancelled() => Some("listener closed"),
+            () = self.shutdown.cancelled() => Some("shutting down"),
+        }
+    }
+}
+
 /// Per-connection counters shared by the service, the IO and the watchdog.
 pub(super) struct ConnState {
     born: Instant,
@@ -328,6 +449,10 @@ pub(super) struct ConnState {
     conflict: AtomicU64,
     /// A 101 went out: what follows on the connection is not HTTP/1.
     upgraded: AtomicBool,
+    /// Every byte hyper wrote has been flushed (no write since the last completed flush).
+    flushed: AtomicBool,
+    /// The client has sent complete requests only ([`Framing::between_requests`]).
+    between: AtomicBool,
 }
 
 impl ConnState {
@@ -339,11 +464,22 @@ impl ConnState {
             last_done_ms: AtomicU64::new(0),
             conflict: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
+            flushed: AtomicBool::new(true),
+            between: AtomicBool::new(true),
         }
     }
 
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Acquire)
+    }
+
+    /// Between requests: none in flight, nothing of the next one read, every response byte
+    /// handed to the socket.
+    fn between_requests(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.between.load(Ordering::Acquire)
+            && self.flushed.load(Ordering::Acquire)
+            && !self.upgraded.load(Ordering::Acquire)
     }
 
     /// When the connection is due to close if nothing happens; `None` while a request is in
@@ -460,12 +596,14 @@ impl Body for GuardedBody {
     }
 }
 
-/// Bytes read while detecting the protocol, replayed to hyper first.
+/// Bytes read before hyper's connection started, replayed to it first: the bytes read while
+/// detecting the protocol, or those an earlier hyper connection of this client had read but
+/// not parsed.
 #[derive(Default)]
 struct Prefix {
-    buf: [u8; 24],
-    len: usize,
-    at: usize,
+    bytes: Bytes,
+    /// Already followed by [`Framing`] (read through [`ClientIo`] before).
+    seen: bool,
 }
 
 /// The client's stream as hyper sees it: replays the detection prefix, follows HTTP/1
@@ -489,6 +627,11 @@ impl<S> ClientIo<S> {
             _hold: hold,
         }
     }
+
+    /// Whether the client has sent nothing beyond complete requests so far.
+    fn between_requests(&self) -> bool {
+        self.framing.as_ref().is_some_and(|f| f.between_requests())
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
@@ -499,11 +642,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        if this.prefix.at < this.prefix.len {
-            let rest = &this.prefix.buf[this.prefix.at..this.prefix.len];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.prefix.at += n;
+        if !this.prefix.bytes.is_empty() {
+            let n = this.prefix.bytes.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.bytes.split_to(n));
+            if this.prefix.seen {
+                return Poll::Ready(Ok(()));
+            }
         } else {
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         }
@@ -519,6 +663,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
                     this.framing = None;
                 }
             }
+            let between = this.framing.as_ref().is_some_and(|f| f.between_requests());
+            this.state.between.store(between, Ordering::Release);
         }
         Poll::Ready(Ok(()))
     }
@@ -530,7 +676,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.state.flushed.store(false, Ordering::Relaxed);
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -538,7 +686,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.state.flushed.store(false, Ordering::Relaxed);
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -546,7 +696,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = ready!(Pin::new(&mut this.inner).poll_flush(cx));
+        if r.is_ok() {
+            // hyper flushes the IO after its own buffer went out whole (h1 `Buffered`).
+            this.state.flushed.store(true, Ordering::Release);
+        }
+        Poll::Ready(r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -91,6 +91,12 @@ impl Framing {
         self.phase == Phase::Stopped
     }
 
+    /// Whether the bytes so far end exactly after a whole request (head and body): nothing of
+    /// a next request has been read.
+    pub(super) fn between_requests(&self) -> bool {
+        self.phase == Phase::Head && self.line_len == 0 && !self.head.started
+    }
+
     /// Follows `bytes`, the next bytes read from the client.
     pub(super) fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {

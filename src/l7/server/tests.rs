@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{Edge, Handler, TlsConfig};
+use super::{Edge, Handler, TlsConfig, conn};
 use crate::config::Config;
 use crate::health::{HealthPolicy, Registry};
 use crate::l7::stats::Stats;
@@ -561,6 +561,95 @@ async fn idle_keep_alive_connections_close_after_idle_timeout() {
     assert_eq!(get(&mut s, "/slow").await.expect("served").status, 200);
     run.stop().await;
     run2.stop().await;
+}
+
+/// Waits up to `within` for `n` parked connections.
+async fn parked_becomes(run: &Running, n: i64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while run.edge.ctx.stats.parked_now() != n {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn idle_http1_connections_park_and_wake_for_the_next_request() {
+    let config = config();
+    let stub = Arc::new(Stub::default());
+    let shutdown = CancellationToken::new();
+    let edge =
+        Edge::start(&config, Stats::private(), None, stub.clone(), &shutdown).expect("edge starts");
+    let run = Running {
+        edge,
+        stub,
+        shutdown,
+    };
+    let mut s = connect(run.http()).await;
+    let t = Instant::now();
+    assert_eq!(get(&mut s, "/1").await.expect("served").status, 200);
+    assert!(
+        parked_becomes(&run, 1, Duration::from_secs(3)).await,
+        "parked"
+    );
+    assert!(t.elapsed() >= conn::PARK_AFTER, "not before PARK_AFTER");
+
+    // A request with a body wakes it; hyper takes over the same socket.
+    s.write_all(b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .expect("write");
+    let r = read_reply(&mut s).await.expect("served after parking");
+    assert_eq!((r.status, r.body.as_str()), (200, "Http tls=false /2"));
+    assert!(parked_becomes(&run, 0, Duration::from_millis(500)).await);
+    assert!(
+        parked_becomes(&run, 1, Duration::from_secs(3)).await,
+        "parked again"
+    );
+
+    // A head that arrives in pieces is read whole.
+    s.write_all(b"GET /3 HTTP/1.1\r\nHo").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"st: a\r\n\r\n").await.expect("write");
+    let r = read_reply(&mut s).await.expect("served");
+    assert_eq!((r.status, r.body.as_str()), (200, "Http tls=false /3"));
+
+    // The framing guard follows the connection across parks: the fourth request, conflicting,
+    // is refused and the connection closed.
+    assert!(parked_becomes(&run, 1, Duration::from_secs(3)).await);
+    s.write_all(
+        b"POST /4 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    assert_eq!(read_reply(&mut s).await.expect("reply").status, 400);
+    assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+    assert_eq!(run.calls(), 3);
+    assert_eq!(run.edge.ctx.stats.parked_now(), 0);
+    run.stop().await;
+
+    // A parked connection still closes at the idle timeout.
+    let mut config = config.clone();
+    config.l7.idle_timeout = Duration::from_millis(1600);
+    let stub = Arc::new(Stub::default());
+    let shutdown = CancellationToken::new();
+    let edge =
+        Edge::start(&config, Stats::private(), None, stub.clone(), &shutdown).expect("edge starts");
+    let run = Running {
+        edge,
+        stub,
+        shutdown,
+    };
+    let mut s = connect(run.http()).await;
+    let t = Instant::now();
+    assert_eq!(get(&mut s, "/").await.expect("served").status, 200);
+    assert!(parked_becomes(&run, 1, Duration::from_secs(3)).await);
+    assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert!(parked_becomes(&run, 0, Duration::from_millis(500)).await);
+    run.stop().await;
 }
 
 /// HTTP/2 with prior knowledge on the plain listener, through hyper's client.
