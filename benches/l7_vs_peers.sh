@@ -31,7 +31,7 @@
 #    h2          h2load -c16 -m10 over TLS with ALPN h2 (p50/p99 from its --log-file; h2load
 #                itself prints only min/max/mean/sd)
 #    rss         --idle (8000) idle keep-alive connections to each proxy (benches/l7/
-#                idle_conns.py: one request each, then held); VmRSS summed over the proxy's
+#                idle_conns.py: one request each, then held 8 s); VmRSS summed over the proxy's
 #                processes (HAProxy: 1; nginx: master + workers; Ferryman: 1) before and with them
 #                open, PSS too. The hard open-files limit here is 20 000 and HAProxy needs 2 fds
 #                per proxied connection, so 8000 fits (HAProxy maxconn 9000).
@@ -373,7 +373,9 @@ idle_rss() { # target
     fi
     sleep 0.2
   done
-  sleep 2
+  # Held idle 8 s before reading memory: the steady state of each proxy (Ferryman parks an
+  # HTTP/1 connection idle for 1 s and hands freed memory back at most every 5 s).
+  sleep 8
   after="$(mem_kib "$pid")"
   est="$(ss -Htn state established "( sport = :$port )" | wc -l)"
   # The proxy's connections to the backends meanwhile (HAProxy keeps one per client connection
@@ -394,7 +396,7 @@ log "load average $LOAD_START; proxies on cpus $PROXY_CPUS ($WORKERS worker(s)),
 nmeas=0
 for c in "${CASE_LIST[@]}"; do [ "$c" = rss ] || nmeas=$((nmeas + 1)); done
 est=$((nmeas * ROUNDS * ${#TARGETS[@]} * (SECS + 1) + nmeas * ${#TARGETS[@]} * 2))
-has_case rss && est=$((est + ${#TARGETS[@]} * 15))
+has_case rss && est=$((est + ${#TARGETS[@]} * 21))
 log "estimate: about $((est / 60)) min $((est % 60)) s"
 
 start_backends
