@@ -107,10 +107,19 @@ impl Running {
         Self::start_tls(config, None)
     }
 
+    /// With statistics of its own (tests that read a process-wide gauge).
+    fn start_private(config: &Config) -> Running {
+        Self::start_with(config, None, Stats::private())
+    }
+
     fn start_tls(config: &Config, tls: Option<TlsConfig>) -> Running {
+        Self::start_with(config, tls, Stats::new())
+    }
+
+    fn start_with(config: &Config, tls: Option<TlsConfig>, stats: Stats) -> Running {
         let stub = Arc::new(Stub::default());
         let shutdown = CancellationToken::new();
-        let edge = Edge::start(config, Stats::new(), tls, stub.clone(), &shutdown)
+        let edge = Edge::start(config, stats, tls, stub.clone(), &shutdown)
             .expect("edge starts on 127.0.0.1:0");
         Running {
             edge,
@@ -578,15 +587,7 @@ async fn parked_becomes(run: &Running, n: i64, within: Duration) -> bool {
 #[tokio::test]
 async fn idle_http1_connections_park_and_wake_for_the_next_request() {
     let config = config();
-    let stub = Arc::new(Stub::default());
-    let shutdown = CancellationToken::new();
-    let edge =
-        Edge::start(&config, Stats::private(), None, stub.clone(), &shutdown).expect("edge starts");
-    let run = Running {
-        edge,
-        stub,
-        shutdown,
-    };
+    let run = Running::start_private(&config);
     let mut s = connect(run.http()).await;
     let t = Instant::now();
     assert_eq!(get(&mut s, "/1").await.expect("served").status, 200);
@@ -632,15 +633,7 @@ async fn idle_http1_connections_park_and_wake_for_the_next_request() {
     // A parked connection still closes at the idle timeout.
     let mut config = config.clone();
     config.l7.idle_timeout = Duration::from_millis(1600);
-    let stub = Arc::new(Stub::default());
-    let shutdown = CancellationToken::new();
-    let edge =
-        Edge::start(&config, Stats::private(), None, stub.clone(), &shutdown).expect("edge starts");
-    let run = Running {
-        edge,
-        stub,
-        shutdown,
-    };
+    let run = Running::start_private(&config);
     let mut s = connect(run.http()).await;
     let t = Instant::now();
     assert_eq!(get(&mut s, "/").await.expect("served").status, 200);
