@@ -169,6 +169,9 @@ fn run(path: &Path) -> ExitCode {
 
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), source = ?config.discovery.source, "ferryman starting");
+    // Caught from here on: a signal that comes while the subsystems start (the first snapshot
+    // may be out before the main loop below waits) still shuts down gracefully.
+    let signals = install_signals();
     let shutdown = CancellationToken::new();
     let (publisher, snapshots) = Publisher::new(config.clone());
 
@@ -287,7 +290,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // Run until a signal or until a subsystem fails.
     let mut failure = None;
     tokio::select! {
-        signal = shutdown_signal() => {
+        signal = shutdown_signal(signals) => {
             tracing::info!(signal, "shutting down");
         }
         Some(done) = tasks.join_next() => {
@@ -365,19 +368,26 @@ async fn fast_path(
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM, naming the signal.
-async fn shutdown_signal() -> &'static str {
+/// Handlers for SIGTERM and SIGINT (`None` when they cannot be installed).
+fn install_signals() -> Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::warn!("cannot install signal handlers; falling back to ctrl-c only");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
+        (Ok(t), Ok(i)) => Some((t, i)),
+        _ => None,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming the signal.
+async fn shutdown_signal(
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+) -> &'static str {
+    let Some((mut term, mut int)) = signals else {
+        tracing::warn!("cannot install signal handlers; falling back to ctrl-c only");
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
     };
     tokio::select! {
         _ = term.recv() => "SIGTERM",
