@@ -122,7 +122,9 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
-            .http1_max_headers(l7.max_headers.max(1));
+            .http1_max_headers(l7.max_headers.max(1))
+            // One flattened write per request, as on the client side (`server::builders`).
+            .http1_writev(false);
         let http1 = builder.build(connector);
         Proxy {
             http1,
