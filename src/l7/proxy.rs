@@ -847,16 +847,22 @@ fn redirect(
     resp
 }
 
+/// Appends `text` as an HTTP quoted-string (RFC 9110 §5.6.4): `"` and `\` escaped.
+fn push_quoted(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
 fn www_authenticate(realm: &str) -> HeaderValue {
     let mut v = String::with_capacity(realm.len() + 16);
-    v.push_str("Basic realm=\"");
-    for c in realm.chars() {
-        if c == '"' || c == '\\' {
-            v.push('\\');
-        }
-        v.push(c);
-    }
-    v.push('"');
+    v.push_str("Basic realm=");
+    push_quoted(&mut v, realm);
     HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("Basic realm=\"restricted\""))
 }
 
@@ -1131,14 +1137,8 @@ fn forwarded_element(ip: IpAddr, proto: &str, host: Option<&str>) -> String {
         if token {
             let _ = write!(s, ";host={h}");
         } else {
-            s.push_str(";host=\"");
-            for c in h.chars() {
-                if c == '"' || c == '\\' {
-                    s.push('\\');
-                }
-                s.push(c);
-            }
-            s.push('"');
+            s.push_str(";host=");
+            push_quoted(&mut s, h);
         }
     }
     s
